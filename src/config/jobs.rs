@@ -1,0 +1,169 @@
+//! Job settings: one [`JobConfig`] per `[[job]]`, the kind-specific part in [`JobSpec`].
+
+use std::path::PathBuf;
+
+use super::{Duration, Location, Schedule};
+
+/// One `[[job]]`.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    /// `enabled` (default true).
+    pub enabled: bool,
+    /// `window`: cron of the moments at which a due rotation may start.
+    pub window: Option<Schedule>,
+    /// `alerts`: which sinks (by name); `None` = all.
+    pub alerts: Option<Vec<String>>,
+    /// `timeout`: per-run timeout, overriding `[engine] job_timeout`.
+    pub timeout: Option<Duration>,
+    pub spec: JobSpec,
+    /// Where the `[[job]]` was written (for messages).
+    pub location: Location,
+}
+
+impl JobConfig {
+    pub fn kind(&self) -> &'static str {
+        self.spec.kind()
+    }
+}
+
+/// The kind-specific settings; the variant name's kebab-case is the `kind` string.
+#[derive(Debug, Clone)]
+pub enum JobSpec {
+    ApiKey(ApiKeyConfig),
+    Postgres(DatabaseConfig),
+    Mysql(DatabaseConfig),
+    ApproleSecretId(ApproleSecretIdConfig),
+    Reminder(ReminderConfig),
+    RaftSnapshot(RaftSnapshotConfig),
+    VaultHealth(VaultHealthConfig),
+}
+
+impl JobSpec {
+    /// Every `kind` string, in the order they are documented.
+    pub const KINDS: [&'static str; 7] = [
+        "api-key",
+        "postgres",
+        "mysql",
+        "approle-secret-id",
+        "reminder",
+        "raft-snapshot",
+        "vault-health",
+    ];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::ApiKey(_) => "api-key",
+            JobSpec::Postgres(_) => "postgres",
+            JobSpec::Mysql(_) => "mysql",
+            JobSpec::ApproleSecretId(_) => "approle-secret-id",
+            JobSpec::Reminder(_) => "reminder",
+            JobSpec::RaftSnapshot(_) => "raft-snapshot",
+            JobSpec::VaultHealth(_) => "vault-health",
+        }
+    }
+}
+
+/// `kind = "api-key"`.
+#[derive(Debug, Clone)]
+pub struct ApiKeyConfig {
+    /// Full KV v2 path including the mount, e.g. `secret/api-key/default`.
+    pub path: String,
+    /// Field holding the key (default `api_key`).
+    pub field: String,
+    /// Rotate when the current version is older than this (default 30d).
+    pub every: Duration,
+    pub format: KeyFormat,
+    /// Optional URL POSTed (without the secret) after a rotation so consumers reload.
+    pub on_rotate: Option<String>,
+}
+
+/// `format = "hex:24"` (+ optional `prefix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFormat {
+    pub alphabet: KeyAlphabet,
+    /// Number of random bytes for `hex`/`base64url`, of characters for `alnum`.
+    pub length: usize,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlphabet {
+    Hex,
+    Base64Url,
+    Alnum,
+}
+
+/// `kind = "postgres"` / `"mysql"`.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub path: String,
+    pub every: Duration,
+    pub admin_path: String,
+    pub usernames: Vec<String>,
+    pub strategy: DbStrategy,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    pub password_length: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbStrategy {
+    Single,
+    Alternating,
+}
+
+/// `kind = "approle-secret-id"`.
+#[derive(Debug, Clone)]
+pub struct ApproleSecretIdConfig {
+    pub role: String,
+    /// AppRole auth mount (default `approle`).
+    pub mount: String,
+    pub path: String,
+    pub every: Duration,
+    pub grace: Duration,
+}
+
+/// `kind = "reminder"`.
+#[derive(Debug, Clone)]
+pub struct ReminderConfig {
+    pub path: String,
+    pub max_age: Duration,
+    /// How often the age is checked (default 1h).
+    pub check_every: Duration,
+}
+
+/// `kind = "raft-snapshot"`.
+#[derive(Debug, Clone)]
+pub struct RaftSnapshotConfig {
+    pub schedule: Schedule,
+    pub retain: Duration,
+    pub min_keep: u32,
+    pub recipients: Vec<String>,
+    pub s3: Option<S3DestinationConfig>,
+    pub local: Option<LocalDestinationConfig>,
+}
+
+/// `[job.s3]`.
+#[derive(Debug, Clone)]
+pub struct S3DestinationConfig {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub sse: Option<String>,
+}
+
+/// `[job.local]`.
+#[derive(Debug, Clone)]
+pub struct LocalDestinationConfig {
+    pub dir: PathBuf,
+}
+
+/// `kind = "vault-health"`.
+#[derive(Debug, Clone)]
+pub struct VaultHealthConfig {
+    pub schedule: Schedule,
+}

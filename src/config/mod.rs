@@ -1,0 +1,138 @@
+//! Configuration: `steward.toml` plus a directory of job files (`jobs/*.toml`, each with one or
+//! more `[[job]]`).
+//!
+//! This module owns parsing (keeping source spans so every problem is reported as
+//! `FILE:LINE:COL: message`), environment overrides (Vault's own variable names) and pure
+//! validation. It never connects to anything; `check --connect` lives in the app. Secret values are
+//! never part of the config: settings name a `*_file` or an environment variable, read on demand by
+//! [`secret`].
+
+pub mod duration;
+pub mod error;
+pub mod jobs;
+pub mod load;
+pub mod schedule;
+pub mod secret;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use duration::Duration;
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use jobs::*;
+pub use load::{load, load_with_env};
+pub use schedule::Schedule;
+
+/// Default path of the daemon's config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vault-steward/steward.toml";
+
+/// The whole, validated configuration: daemon settings plus every job.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub path: PathBuf,
+    pub vault: VaultConfig,
+    pub state: StateConfig,
+    pub http: HttpConfig,
+    pub jobs_dir: PathBuf,
+    pub engine: EngineConfig,
+    pub alerts: AlertsConfig,
+    /// Every job of every file in `jobs_dir`, in file-name then file order.
+    pub jobs: Vec<JobConfig>,
+}
+
+/// `[vault]`.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// `address`, overridden by `VAULT_ADDR`.
+    pub address: String,
+    /// `ca_cert`, overridden by `VAULT_CACERT`.
+    pub ca_cert: Option<PathBuf>,
+    /// `namespace`, overridden by `VAULT_NAMESPACE`.
+    pub namespace: Option<String>,
+    /// `request_timeout` (default 30s).
+    pub request_timeout: Duration,
+    pub auth: VaultAuth,
+}
+
+/// `[vault.auth]`.
+#[derive(Debug, Clone)]
+pub enum VaultAuth {
+    /// `method = "token"`: `token_file`, or env `VAULT_TOKEN`.
+    Token { token: secret::SecretSource },
+    /// `method = "approle"`: `role_id_file` / `VAULT_ROLE_ID`, `secret_id_file` / `VAULT_SECRET_ID`,
+    /// `mount` (default `approle`).
+    AppRole {
+        mount: String,
+        role_id: secret::SecretSource,
+        secret_id: secret::SecretSource,
+    },
+}
+
+/// `[state]`.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// `sqlite://PATH` or `postgres://…` (a password in it is taken from `password_file` or the
+    /// env `VAULT_STEWARD_STATE_PASSWORD` instead of the URL).
+    pub url: String,
+    pub password: Option<secret::SecretSource>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// `[engine]` (all optional): how jobs are driven.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Default per-run timeout (`timeout` on a job overrides it). Default 5m.
+    pub job_timeout: Duration,
+    /// First retry delay after a failure (doubled per consecutive failure, with jitter). Default 10s.
+    pub retry_initial: Duration,
+    /// Longest retry delay. Default 15m.
+    pub retry_max: Duration,
+    /// How long `run` waits for running jobs on SIGTERM before giving up. Default 30s.
+    pub shutdown_timeout: Duration,
+    /// Most jobs running at once. Default 16.
+    pub max_concurrent: usize,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub repeat_interval: Duration,
+    pub failures_before_alert: u32,
+    pub email: Vec<EmailSinkConfig>,
+    pub webhook: Vec<WebhookSinkConfig>,
+}
+
+/// `[[alerts.email]]`.
+#[derive(Debug, Clone)]
+pub struct EmailSinkConfig {
+    pub name: String,
+    pub smtp_url: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<secret::SecretSource>,
+}
+
+/// `[[alerts.webhook]]`.
+#[derive(Debug, Clone)]
+pub struct WebhookSinkConfig {
+    pub name: String,
+    pub url: String,
+    pub format: WebhookFormat,
+    /// HMAC-SHA256 key for the `generic` format's signature header.
+    pub hmac_secret: Option<secret::SecretSource>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    Generic,
+    Slack,
+    Pagerduty,
+    Alertmanager,
+}

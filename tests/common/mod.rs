@@ -1,0 +1,52 @@
+//! The one test harness: points at the real local servers that `scripts/testbed.sh up` started
+//! (their addresses come from the env file it writes, which `scripts/test.sh` sources), gives each
+//! test its own names (KV prefix, DB role, bucket prefix) and waits on readiness instead of
+//! sleeping.
+//!
+//! Environment contract (all set by `scripts/testbed.sh`'s env file):
+//! - `VS_TEST_VAULT_ADDR`, `VS_TEST_VAULT_TOKEN_FILE` (root token), `VS_TEST_VAULT_UNSEAL_KEY_FILE`,
+//!   `VS_TEST_BAO_BIN`
+//! - `VS_TEST_PG_URL` — superuser URL (with password) of the private scram-sha-256 cluster
+//! - `VS_TEST_S3_ENDPOINT`, `VS_TEST_SMTP_ADDR`, `VS_TEST_MAILDIR`
+//! - `VS_TEST_LOG_DIR` — where daemon logs of the run are collected (for the canary scan)
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Reads a required testbed variable, failing the test with a clear message when it is missing.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh (or source the testbed env file)")
+    })
+}
+
+/// A name unique to this test process and call, safe for KV paths, SQL identifiers and S3 keys.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{}_{n}_{nanos:x}", std::process::id())
+}
+
+/// Polls `check` until it returns true or `timeout` passes; panics with `what` on timeout.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
