@@ -1,1 +1,146 @@
-//! placeholder
+//! The contract between the engine and the job kinds.
+//!
+//! A kind (one file under [`crate::rotate`]) says how it becomes due ([`Cadence`]), can look at its
+//! target without changing anything ([`Job::inspect`]) and does its work ([`Job::run`]). The
+//! engine — never the kind — takes locks, records runs, retries, updates metrics and raises
+//! alerts; a kind reports what it saw through [`RunReport`] and [`AlertSignal`]s.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Duration, Schedule};
+use crate::store::{Store, StoreError};
+use crate::vault::{VaultError, VaultSession};
+
+/// What a job may use while it runs.
+#[derive(Clone)]
+pub struct JobContext {
+    pub job: String,
+    pub vault: Arc<VaultSession>,
+    pub store: Arc<dyn Store>,
+    /// Cancelled on shutdown or when the run's timeout passes.
+    pub cancel: CancellationToken,
+}
+
+/// How a job becomes due.
+#[derive(Debug, Clone)]
+pub enum Cadence {
+    /// When the secret it looks after is older than this (age from the state store, else from
+    /// the KV version's `created_time`).
+    Age(Duration),
+    /// This long after its previous run.
+    Interval(Duration),
+    /// At each fire time of a cron schedule (a missed fire time is caught up once).
+    Schedule(Schedule),
+}
+
+/// What the target looks like now; no secret values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspection {
+    /// When the secret was last changed (the current KV version's `created_time`).
+    pub secret_changed_at: Option<DateTime<Utc>>,
+    pub secret_version: Option<i64>,
+    /// One line for `plan` and `status`.
+    pub summary: String,
+}
+
+/// What was asked of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunRequest {
+    /// Do it even when not due (`rotate JOB`).
+    pub force: bool,
+    /// Say what would be done, change nothing.
+    pub dry_run: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Changed the target (rotated, snapshot published).
+    Done,
+    /// Found nothing to do (e.g. the secret was already fresh).
+    Nothing,
+}
+
+/// An alert condition a job observed: firing or resolved. The engine turns it into an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSignal {
+    pub name: &'static str,
+    pub firing: bool,
+    pub severity: Severity,
+    pub summary: String,
+    /// Extra facts (JSON object), no secrets.
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Critical,
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// The result of a successful run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub work: Work,
+    /// What happened, for the run record and logs; no secret.
+    pub detail: String,
+    /// The target after the run.
+    pub inspection: Inspection,
+    pub alerts: Vec<AlertSignal>,
+}
+
+/// Why a run failed. Messages carry paths, names and status codes, never secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Will not get better by retrying soon (bad input, denied by policy).
+    #[error("{0}")]
+    Permanent(String),
+    /// May succeed on a later try.
+    #[error("{0}")]
+    Transient(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl JobError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            JobError::Vault(e) => e.is_retryable(),
+            JobError::Store(e) => e.is_retryable(),
+            JobError::Permanent(_) => false,
+            JobError::Transient(_) | JobError::Cancelled => true,
+        }
+    }
+}
+
+/// One job kind's behaviour. Implementations must be safe to run again after a crash at any
+/// point: `run` re-reads the target's truth before changing it.
+#[async_trait]
+pub trait Job: Send + Sync + 'static {
+    fn cadence(&self) -> Cadence;
+
+    /// Looks at the target without changing anything.
+    async fn inspect(&self, ctx: &JobContext) -> Result<Inspection, JobError>;
+
+    /// Does the work. Unless `req.force`, re-checks due-ness against the target and returns
+    /// [`Work::Nothing`] when it is not due after all (e.g. a restart after a crash that happened
+    /// between the write and its record).
+    async fn run(&self, ctx: &JobContext, req: RunRequest) -> Result<RunReport, JobError>;
+}

@@ -5,6 +5,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
 
 /// A parsed six-field cron expression.
 #[derive(Clone)]
@@ -22,10 +23,11 @@ impl Schedule {
                 "invalid cron `{expr}`: expected 6 fields (sec min hour day month weekday), found {fields}"
             ));
         }
-        let cron = Cron::new(expr)
-            .with_seconds_required()
-            .with_dom_and_dow()
-            .parse()
+        let cron = CronParser::builder()
+            .seconds(Seconds::Required)
+            .year(Year::Disallowed)
+            .build()
+            .parse(expr)
             .map_err(|e| format!("invalid cron `{expr}`: {e}"))?;
         Ok(Schedule {
             expr: expr.to_string(),
@@ -45,6 +47,14 @@ impl Schedule {
     /// The first fire time at or after `t`.
     pub fn next_at_or_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_next_occurrence(&t, true).ok()
+    }
+
+    /// Whether `t` (to the second) is one of the schedule's moments.
+    pub fn matches(&self, t: DateTime<Utc>) -> bool {
+        use chrono::{SubsecRound, Timelike};
+        let t = t.trunc_subsecs(0);
+        debug_assert_eq!(t.nanosecond(), 0);
+        self.cron.is_time_matching(&t).unwrap_or(false)
     }
 
     /// The nominal interval between two fire times (from the first two after `t`).
