@@ -10,7 +10,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Loads and validates the config at `path`, reading environment overrides through `env`.
-pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+pub fn load_with_env(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let _ = (path, env);
     todo!("config helper implements this")
 }
