@@ -306,3 +306,47 @@ fn metric_value(text: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tells_systemd_ready_watchdog_and_stopping() {
+    let vault = RootVault::new();
+    let prefix = unique("notify");
+    let token = scoped_token(&vault, &prefix).await;
+    let cfg = DaemonConfig::new(
+        &token,
+        &api_key_job("n1", &format!("secret/{prefix}/api-key"), "30d"),
+    );
+    let sock_path = cfg.dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).expect("notify socket");
+    let sock_str = sock_path.to_str().unwrap().to_string();
+    let mut d = cfg.start(&[("NOTIFY_SOCKET", sock_str.as_str()), ("WATCHDOG_USEC", "1000000")]);
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let recv_until = |want: &'static str, seen: &mut Vec<String>, buf: &mut Vec<u8>| {
+        let sock = &sock;
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    let n = sock.recv(buf).await.expect("recv");
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let hit = msg.lines().any(|l| l == want);
+                    seen.push(msg);
+                    if hit {
+                        return;
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no {want} from the daemon; got {seen:?}"));
+        }
+    };
+    recv_until("READY=1", &mut seen, &mut buf).await;
+    recv_until("WATCHDOG=1", &mut seen, &mut buf).await;
+    let pid = d.child.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    recv_until("STOPPING=1", &mut seen, &mut buf).await;
+    let status = d.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}");
+    let kv = vault.kv_get(&format!("secret/{prefix}/api-key")).await.unwrap();
+    record_canaries([kv.data["api_key"].as_str().unwrap()]);
+}
