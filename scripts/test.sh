@@ -68,7 +68,10 @@ testbed_up=0
 finish() {
   local rc=$?
   trap - EXIT INT TERM
-  if ((testbed_up)); then "$TESTBED" down || log "WARNING: testbed down failed"; fi
+  if ((testbed_up)); then
+    "$TESTBED" down || log "WARNING: testbed down failed"
+    ((rc == 0)) || log "server logs: $VS_TESTBED_DIR/logs  daemon logs of the run: $VS_TESTBED_DIR/test-logs"
+  fi
   log "done in $((SECONDS - t0))s (exit $rc)"
   exit "$rc"
 }

@@ -21,8 +21,9 @@
 #                        was killed before its own `down`. A run holding the lock (see below) is
 #                        never stopped from under it: `up` fails instead.
 #                        On failure `up` stops whatever it had started.
-#   testbed.sh down      stops exactly the processes `up` recorded (PID + start time, never by name).
-#                        Keeps $STATE (logs) for a post-mortem; the next `up` wipes it.
+#   testbed.sh down      stops exactly the processes `up` recorded (PID + start time, never by name)
+#                        and removes the env file. Keeps the rest of $STATE (logs) for a post-mortem;
+#                        the next `up` wipes it.
 #   testbed.sh status    what is recorded and whether it is alive and answering.
 #   testbed.sh env       prints the path of the env file that `up` wrote (source it).
 #
@@ -397,9 +398,18 @@ write_env() {
 
 any_alive() { local name; for name in "${SERVICES[@]}"; do alive "$name" && return 0; done; return 1; }
 
+preflight() { # everything `up` needs, checked before anything starts
+  local missing=() t
+  [[ -x $VENV/bin/moto_server ]] || missing+=("$VENV/bin/moto_server")
+  [[ -x $VENV/bin/python ]] && [[ -x "$(bao_bin 2> /dev/null)" ]] || missing+=(bao)
+  pg_bindir > /dev/null || missing+=(initdb)
+  for t in age promtool curl flock runuser mariadb; do command -v "$t" > /dev/null || missing+=("$t"); done
+  ((${#missing[@]} == 0)) || die "missing: ${missing[*]}; run '$0 install' first"
+}
+
 cmd_up() {
   local t0=$SECONDS p
-  [[ -x $VENV/bin/moto_server ]] || die "run '$0 install' first (no $VENV/bin/moto_server)"
+  preflight
   take_lock
   if any_alive; then
     log "a previous testbed in $STATE is still running; stopping it first"
@@ -435,6 +445,8 @@ stop_all() {
 cmd_down() {
   take_lock
   stop_all
+  # the env file would point at servers that are gone (and hold a dead cluster's password)
+  rm -f "$STATE/env"
 }
 
 cmd_status() {
