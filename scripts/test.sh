@@ -53,7 +53,9 @@ for a in "${cargo_args[@]}"; do
   esac
 done
 threads=(--test-threads=4)
-for a in "${libtest_args[@]}"; do [[ $a == --test-threads* ]] && threads=(); done
+for a in "${libtest_args[@]}"; do
+  if [[ $a == --test-threads* ]]; then threads=(); fi
+done
 
 # The one cargo test invocation; $@ adds cargo options such as --no-run. The lock descriptor is
 # closed for cargo, so a daemon a test forgets to stop cannot keep the testbed locked.

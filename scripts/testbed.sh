@@ -24,7 +24,7 @@
 #   testbed.sh down      stops exactly the processes `up` recorded (PID + start time, never by name)
 #                        and removes the env file. Keeps the rest of $STATE (logs) for a post-mortem;
 #                        the next `up` wipes it.
-#   testbed.sh status    what is recorded and whether it is alive and answering.
+#   testbed.sh status    each recorded process and whether it is still alive; exit 3 if any is not.
 #   testbed.sh env       prints the path of the env file that `up` wrote (source it).
 #
 # Locking: up/down hold an flock on $STATE/lock while they run. scripts/test.sh holds it for its
