@@ -34,7 +34,9 @@ impl FromStr for Duration {
         let mut total_ms: u128 = 0;
         let mut rest = text;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(format!(
                     "invalid duration `{text}`: expected a number followed by a unit (ms, s, m, h, d, w)"
@@ -44,7 +46,9 @@ impl FromStr for Duration {
                 .parse()
                 .map_err(|_| format!("invalid duration `{text}`: number too large"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let ms_per_unit: u128 = match unit {
@@ -74,7 +78,9 @@ impl FromStr for Duration {
         }
         // Bound to ~100 years so that arithmetic with timestamps never overflows.
         if total_ms > 100 * 365 * 86_400_000 {
-            return Err(format!("duration `{text}` is too large (at most 100 years)"));
+            return Err(format!(
+                "duration `{text}` is too large (at most 100 years)"
+            ));
         }
         Ok(Duration(std::time::Duration::from_millis(total_ms as u64)))
     }
@@ -118,11 +124,20 @@ mod tests {
 
     #[test]
     fn parses_the_units_operators_write() {
-        assert_eq!("30d".parse::<Duration>().unwrap(), Duration::from_secs(30 * 86_400));
-        assert_eq!("48h".parse::<Duration>().unwrap(), Duration::from_secs(48 * 3600));
+        assert_eq!(
+            "30d".parse::<Duration>().unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            "48h".parse::<Duration>().unwrap(),
+            Duration::from_secs(48 * 3600)
+        );
         assert_eq!("15m".parse::<Duration>().unwrap(), Duration::from_secs(900));
         assert_eq!("5s".parse::<Duration>().unwrap(), Duration::from_secs(5));
-        assert_eq!("1h30m".parse::<Duration>().unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            "1h30m".parse::<Duration>().unwrap(),
+            Duration::from_secs(5400)
+        );
         assert_eq!(
             "250ms".parse::<Duration>().unwrap().as_std(),
             std::time::Duration::from_millis(250)
@@ -131,7 +146,17 @@ mod tests {
 
     #[test]
     fn rejects_zero_missing_units_and_garbage() {
-        for bad in ["0s", "0d", "", "30", "d", "3x", "-5s", "1.5h", "99999999999999999999999d"] {
+        for bad in [
+            "0s",
+            "0d",
+            "",
+            "30",
+            "d",
+            "3x",
+            "-5s",
+            "1.5h",
+            "99999999999999999999999d",
+        ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad} should be rejected");
         }
     }

@@ -10,9 +10,14 @@
 pub mod duration;
 pub mod error;
 pub mod jobs;
+mod key_format;
+pub mod kv_path;
 pub mod load;
+mod raw;
 pub mod schedule;
 pub mod secret;
+mod source;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

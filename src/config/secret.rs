@@ -14,7 +14,10 @@ use super::Location;
 pub enum SecretSource {
     /// A file whose whole content (trailing newline trimmed) is the secret. `location` is where
     /// the config named it.
-    File { path: PathBuf, location: Option<Location> },
+    File {
+        path: PathBuf,
+        location: Option<Location>,
+    },
     /// An environment variable, read when the value is needed.
     Env { var: String },
 }
