@@ -1913,4 +1913,368 @@ mod tests {
         assert_eq!(closest("zzzzzz", &["every", "path"]), None);
         assert_eq!(closest("api_key", &JobSpec::KINDS), Some("api-key"));
     }
+
+    // ---- job files ---------------------------------------------------------------------------
+
+    fn parse_jobs_with(
+        text: &str,
+        sinks: Option<&[&str]>,
+        seen: &mut HashMap<String, Location>,
+    ) -> (Vec<JobConfig>, Vec<String>) {
+        let src = SourceFile::new(Path::new("/etc/vs/jobs/j.toml"), text.to_string());
+        let doc = DeTable::parse(&src.text).unwrap();
+        let mut ctx = Ctx::new(&src);
+        let names: Option<HashSet<String>> =
+            sinks.map(|s| s.iter().map(|n| n.to_string()).collect());
+        let mut scope = JobScope {
+            sink_names: names.as_ref(),
+            seen,
+        };
+        let jobs = job_file(&mut ctx, doc, &mut scope);
+        let mut errors = ctx.errors;
+        errors.sort_by_key(|e| (e.location.line, e.location.col));
+        (jobs, messages(&errors))
+    }
+
+    fn parse_jobs(text: &str) -> (Vec<JobConfig>, Vec<String>) {
+        parse_jobs_with(text, Some(&["ops-mail", "ops-hook"]), &mut HashMap::new())
+    }
+
+    const AGE: &str = "age1mf7cn497d8dja0why0wsn8x3hpjrlw8zqwc75a6nhqnkq2danmvsrn9wws";
+
+    #[test]
+    fn every_kind_parses_with_its_defaults() {
+        let text = format!(
+            r#"
+[[job]]
+name = "gateway"
+kind = "api-key"
+path = "secret/api-key/gateway"
+
+[[job]]
+name = "orders"
+kind = "postgres"
+path = "secret/database/orders"
+admin_path = "secret/database/orders-admin"
+username = "orders_app"
+
+[[job]]
+name = "shop"
+kind = "mysql"
+path = "secret/database/shop"
+admin_path = "secret/database/shop-admin"
+usernames = ["shop_a", "shop_b"]
+strategy = "alternating"
+port = 3306
+
+[[job]]
+name = "ci-secret-id"
+kind = "approle-secret-id"
+role = "ci"
+path = "secret/service/ci/credentials"
+
+[[job]]
+name = "openai"
+kind = "reminder"
+path = "secret/llm-api-key/openai"
+
+[[job]]
+name = "snapshots"
+kind = "raft-snapshot"
+recipients = ["{AGE}"]
+[job.local]
+dir = "../backups"
+
+[[job]]
+name = "health"
+kind = "vault-health"
+enabled = false
+alerts = ["ops-hook"]
+"#
+        );
+        let (jobs, errors) = parse_jobs(&text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let kinds: Vec<&str> = jobs.iter().map(JobConfig::kind).collect();
+        assert_eq!(kinds, JobSpec::KINDS);
+        assert_eq!(jobs[0].location.line, 2);
+        match &jobs[0].spec {
+            JobSpec::ApiKey(a) => {
+                assert_eq!(a.field, "api_key");
+                assert_eq!(a.every, Duration::from_secs(30 * 86_400));
+                assert_eq!(a.format.spec(), "hex:24");
+                assert_eq!(a.format.prefix, "");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &jobs[1].spec {
+            JobSpec::Postgres(d) => {
+                assert_eq!(d.every, Duration::from_secs(90 * 86_400));
+                assert_eq!(d.usernames, ["orders_app"]);
+                assert_eq!(d.strategy, DbStrategy::Single);
+                assert_eq!(d.password_length, 32);
+                assert_eq!(d.port, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &jobs[2].spec {
+            JobSpec::Mysql(d) => {
+                assert_eq!(d.strategy, DbStrategy::Alternating);
+                assert_eq!(d.usernames, ["shop_a", "shop_b"]);
+                assert_eq!(d.port, Some(3306));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &jobs[3].spec {
+            JobSpec::ApproleSecretId(a) => {
+                assert_eq!(a.mount, "approle");
+                assert_eq!(a.grace, Duration::from_secs(86_400));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &jobs[4].spec {
+            JobSpec::Reminder(r) => {
+                assert_eq!(r.max_age, Duration::from_secs(30 * 86_400));
+                assert_eq!(r.check_every, Duration::from_secs(3600));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &jobs[5].spec {
+            JobSpec::RaftSnapshot(r) => {
+                assert_eq!(r.schedule.expr(), "0 0 * * * *");
+                assert_eq!(r.retain, Duration::from_secs(48 * 3600));
+                assert_eq!(r.min_keep, 3);
+                assert!(r.s3.is_none());
+                // Relative to the job file's directory.
+                let dir = r.local.as_ref().map(|l| l.dir.clone());
+                assert_eq!(dir, Some(PathBuf::from("/etc/vs/jobs/../backups")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!jobs[6].enabled);
+        assert_eq!(
+            jobs[6].alerts.as_deref(),
+            Some(&["ops-hook".to_string()][..])
+        );
+        assert!(jobs[0].enabled && jobs[0].alerts.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_all_reported_at_the_key_including_other_kinds_keys() {
+        let text = r#"[[job]]
+name = "gw"
+kind = "api-key"
+path = "secret/api-key/gw"
+evry = "30d"
+max_age = "30d"
+"#;
+        let (_, errors) = parse_jobs(text);
+        assert_eq!(
+            errors,
+            [
+                "/etc/vs/jobs/j.toml:5:1: unknown key `evry` in job `gw` (kind = \"api-key\"); did you mean `every`?",
+                "/etc/vs/jobs/j.toml:6:1: unknown key `max_age` in job `gw` (kind = \"api-key\"); expected one of: name, kind, enabled, window, alerts, timeout, path, field, every, format, prefix, on_rotate",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_sub_tables() {
+        let text = format!(
+            "[[job]]\nname = \"s\"\nkind = \"raft-snapshot\"\nrecipients = [\"{AGE}\"]\n[job.s3]\nbucket = \"b\"\nbukket = \"c\"\n"
+        );
+        let (_, errors) = parse_jobs(&text);
+        assert_eq!(
+            errors,
+            [
+                "/etc/vs/jobs/j.toml:7:1: unknown key `bukket` in [job.s3] of job `s` (kind = \"raft-snapshot\"); did you mean `bucket`?"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_name_and_kind_point_at_the_header() {
+        let (_, errors) = parse_jobs(
+            "\n[[job]]\nkind = \"reminder\"\npath = \"secret/x/y\"\n\n[[job]]\nname = \"x\"\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "/etc/vs/jobs/j.toml:2:1: missing `name` in [[job]]",
+                "/etc/vs/jobs/j.toml:6:1: missing `kind` in job `x`; expected one of: api-key, postgres, mysql, approle-secret-id, reminder, raft-snapshot, vault-health",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_kind_suggests_the_closest() {
+        let (_, errors) = parse_jobs("[[job]]\nname = \"x\"\nkind = \"api_key\"\n");
+        assert_eq!(
+            errors,
+            ["/etc/vs/jobs/j.toml:3:8: unknown kind `api_key`; did you mean `api-key`?"]
+        );
+    }
+
+    #[test]
+    fn duplicate_names_across_files_point_at_the_second() {
+        let mut seen = HashMap::new();
+        let first = "[[job]]\nname = \"x\"\nkind = \"vault-health\"\n";
+        let (_, errors) = parse_jobs_with(first, None, &mut seen);
+        assert!(errors.is_empty());
+        let (_, errors) = parse_jobs_with(&format!("\n{first}"), None, &mut seen);
+        assert_eq!(
+            errors,
+            [
+                "/etc/vs/jobs/j.toml:3:8: duplicate job name `x`: already defined at /etc/vs/jobs/j.toml:2:8"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_alert_sinks_are_reported_unless_alerts_is_broken() {
+        let text =
+            "[[job]]\nname = \"x\"\nkind = \"vault-health\"\nalerts = [\"ops-mail\", \"pager\"]\n";
+        let (_, errors) = parse_jobs(text);
+        assert_eq!(
+            errors,
+            [
+                "/etc/vs/jobs/j.toml:4:23: unknown alert sink `pager` in `alerts`; defined sinks: ops-hook, ops-mail"
+            ]
+        );
+        let (_, errors) = parse_jobs_with(text, None, &mut HashMap::new());
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let (_, errors) =
+            parse_jobs("[[job]]\nname = \"x\"\nkind = \"vault-health\"\nenabled = \"yes\"\n");
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("/etc/vs/jobs/j.toml:4:11: `enabled`: wrong type"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn job_must_be_an_array_of_tables() {
+        let (_, errors) = parse_jobs("[job]\nname = \"x\"\n");
+        assert_eq!(
+            errors,
+            ["/etc/vs/jobs/j.toml:1:2: `job` must be an array of tables: write [[job]], not [job]"]
+        );
+        let (_, errors) = parse_jobs("# nothing\n");
+        assert_eq!(errors, ["/etc/vs/jobs/j.toml:1:1: no [[job]] in this file"]);
+        let (_, errors) =
+            parse_jobs("name = \"x\"\n[[job]]\nname = \"y\"\nkind = \"vault-health\"\n");
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("/etc/vs/jobs/j.toml:1:1: unknown key `name` in a job file"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn database_user_rules() {
+        let base = "[[job]]\nname = \"db\"\nkind = \"postgres\"\npath = \"secret/database/db\"\nadmin_path = \"secret/database/admin\"\n";
+        for (extra, fragment) in [
+            (
+                "usernames = [\"a\", \"b\"]\n",
+                "two `usernames` need strategy = \"alternating\"",
+            ),
+            (
+                "usernames = [\"a\", \"a\"]\nstrategy = \"alternating\"\n",
+                "exactly two different usernames",
+            ),
+            (
+                "username = \"a\"\nstrategy = \"alternating\"\n",
+                "needs two users",
+            ),
+            (
+                "username = \"a\"\nusernames = [\"a\", \"b\"]\n",
+                "either `username` or `usernames`",
+            ),
+            ("", "missing `username`"),
+            (
+                "username = \"a\"\nstrategy = \"round-robin\"\n",
+                "unknown strategy",
+            ),
+            (
+                "username = \"a\"\nport = 70000\n",
+                "`port` must be between 1 and 65535",
+            ),
+            (
+                "username = \"a\"\npassword_length = 8\n",
+                "`password_length` must be between 16 and 128",
+            ),
+        ] {
+            let (_, errors) = parse_jobs(&format!("{base}{extra}"));
+            assert!(
+                errors.iter().any(|e| e.contains(fragment)),
+                "{extra}: {errors:?}"
+            );
+        }
+        let (_, errors) = parse_jobs(&format!("{base}usernames = [\"a\"]\n"));
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn raft_snapshot_rules() {
+        let base = "[[job]]\nname = \"s\"\nkind = \"raft-snapshot\"\n";
+        let (_, errors) = parse_jobs(&format!("{base}recipients = [\"{AGE}\"]\n"));
+        assert_eq!(
+            errors,
+            [
+                "/etc/vs/jobs/j.toml:1:1: job `s` (kind = \"raft-snapshot\") has no destination: add [job.s3] and/or [job.local]"
+            ]
+        );
+        let (_, errors) = parse_jobs(&format!(
+            "{base}recipients = []\n[job.local]\ndir = \"/b\"\n"
+        ));
+        assert_eq!(
+            errors,
+            ["/etc/vs/jobs/j.toml:4:14: `recipients` must name at least one public key"]
+        );
+        let (_, errors) = parse_jobs(&format!("{base}[job.local]\ndir = \"/b\"\n"));
+        assert!(errors[0].contains("missing `recipients`"), "{errors:?}");
+        let (_, errors) = parse_jobs(&format!(
+            "{base}schedule = \"0 * * * *\"\nrecipients = [\"{AGE}\", \"age1xyz\"]\n[job.s3]\nbucket = \"b\"\nendpoint = \"s3.local\"\nsse = \"KMS\"\n"
+        ));
+        let expected_fragments = [
+            ":4:12: invalid cron `0 * * * *`: expected 6 fields",
+            ":5:81: invalid age recipient `age1xyz`",
+            ":8:12: `endpoint`: invalid URL",
+            ":9:7: unknown `sse`",
+        ];
+        assert_eq!(errors.len(), expected_fragments.len(), "{errors:?}");
+        for (e, f) in errors.iter().zip(expected_fragments) {
+            assert!(e.contains(f), "{f} not in {e}");
+        }
+    }
+
+    #[test]
+    fn api_key_format_and_paths() {
+        let base = "[[job]]\nname = \"k\"\nkind = \"api-key\"\n";
+        let (_, errors) = parse_jobs(&format!(
+            "{base}path = \"secret/data/api-key/k\"\nformat = \"hex:8\"\nprefix = \"a b\"\non_rotate = \"ftp://x\"\nevery = \"0d\"\n"
+        ));
+        let expected_fragments = [
+            ":4:8: `path`: KV path `secret/data/api-key/k` includes the KV v2 API segment `data/`",
+            ":5:10: invalid key format `hex:8`: hex keys take 16 to 256 bytes",
+            ":7:13: `on_rotate`: URL `ftp://x` must start with https://",
+            ":8:9: duration `0d` must be greater than zero",
+        ];
+        assert_eq!(errors.len(), expected_fragments.len(), "{errors:?}");
+        for (e, f) in errors.iter().zip(expected_fragments) {
+            assert!(e.contains(f), "{f} not in {e}");
+        }
+        let (_, errors) = parse_jobs(&format!(
+            "{base}path = \"secret/api-key/k\"\nprefix = \"a b\"\n"
+        ));
+        assert_eq!(
+            errors,
+            [
+                "/etc/vs/jobs/j.toml:5:10: prefix `a b` contains ` `: use only letters, digits, `_`, `-` and `.`"
+            ]
+        );
+    }
 }
