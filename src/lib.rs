@@ -15,10 +15,12 @@
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`; [`metrics`] names every metric.
 //! - [`telemetry`] — tracing setup.
 
+pub mod alert;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod failpoint;
 pub mod http;
 pub mod job;
 pub mod metrics;

@@ -1,1 +1,220 @@
-//! placeholder
+//! Every metric vault-steward exposes (SPEC §4, prefix `vault_steward_`), in one place.
+//!
+//! The engine updates these from job outcomes; components never touch them. Values that change
+//! with time alone (secret age) are computed when `/metrics` is scraped, from the change time the
+//! engine last saw, so that they are exact without a timer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+const NS: &str = "vault_steward";
+
+/// The daemon's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    pub job_last_success: GaugeVec,
+    pub job_last_run: GaugeVec,
+    pub job_next_run: GaugeVec,
+    pub job_runs: IntCounterVec,
+    pub job_duration: HistogramVec,
+    pub job_consecutive_failures: IntGaugeVec,
+    secret_age: GaugeVec,
+    pub build_info: GaugeVec,
+    /// 1 when the session holds a valid Vault token.
+    pub vault_authenticated: Gauge,
+    /// job → when its secret last changed, for `secret_age_seconds` at scrape time.
+    secret_changed: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+/// Building the metric set failed (a programming error: duplicate or invalid names).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(NS)
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let job = &["job", "kind"];
+        let job_last_success = GaugeVec::new(
+            opts(
+                "job_last_success_timestamp_seconds",
+                "Unix time of the job's last successful run.",
+            ),
+            job,
+        )?;
+        let job_last_run = GaugeVec::new(
+            opts(
+                "job_last_run_timestamp_seconds",
+                "Unix time the job's last run started.",
+            ),
+            job,
+        )?;
+        let job_next_run = GaugeVec::new(
+            opts(
+                "job_next_run_timestamp_seconds",
+                "Unix time at which the job is next due.",
+            ),
+            job,
+        )?;
+        let job_runs = IntCounterVec::new(
+            opts(
+                "job_runs_total",
+                "Runs of the job by outcome (success or failure).",
+            ),
+            &["job", "kind", "outcome"],
+        )?;
+        let job_duration = HistogramVec::new(
+            HistogramOpts::new("job_duration_seconds", "How long the job's runs took.")
+                .namespace(NS)
+                .buckets(vec![
+                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                ]),
+            job,
+        )?;
+        let job_consecutive_failures = IntGaugeVec::new(
+            opts(
+                "job_consecutive_failures",
+                "Failed runs of the job since its last success.",
+            ),
+            job,
+        )?;
+        let secret_age = GaugeVec::new(
+            opts(
+                "secret_age_seconds",
+                "Age of the secret the job looks after (since its current version was written).",
+            ),
+            &["job"],
+        )?;
+        let build_info = GaugeVec::new(
+            opts("build_info", "Always 1; labelled with the running version."),
+            &["version"],
+        )?;
+        let vault_authenticated = Gauge::with_opts(opts(
+            "vault_authenticated",
+            "1 when vault-steward holds a valid Vault token, else 0.",
+        ))?;
+        registry.register(Box::new(job_last_success.clone()))?;
+        registry.register(Box::new(job_last_run.clone()))?;
+        registry.register(Box::new(job_next_run.clone()))?;
+        registry.register(Box::new(job_runs.clone()))?;
+        registry.register(Box::new(job_duration.clone()))?;
+        registry.register(Box::new(job_consecutive_failures.clone()))?;
+        registry.register(Box::new(secret_age.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(vault_authenticated.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        Ok(Metrics {
+            registry,
+            job_last_success,
+            job_last_run,
+            job_next_run,
+            job_runs,
+            job_duration,
+            job_consecutive_failures,
+            secret_age,
+            build_info,
+            vault_authenticated,
+            secret_changed: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes a job's series exist from the start (both outcomes at 0, no failures).
+    pub fn register_job(&self, job: &str, kind: &str) {
+        for outcome in ["success", "failure"] {
+            self.job_runs.with_label_values(&[job, kind, outcome]);
+        }
+        self.job_consecutive_failures
+            .with_label_values(&[job, kind])
+            .set(0);
+    }
+
+    /// Records when a job's secret last changed; `secret_age_seconds` follows from it.
+    pub fn set_secret_changed(&self, job: &str, at: Option<DateTime<Utc>>) {
+        let mut map = self
+            .secret_changed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match at {
+            Some(at) => {
+                map.insert(job.to_string(), at);
+            }
+            None => {
+                map.remove(job);
+                let _ = self.secret_age.remove_label_values(&[job]);
+            }
+        }
+    }
+
+    /// The text exposition, with time-derived values brought up to `now`.
+    pub fn render(&self, now: DateTime<Utc>) -> String {
+        {
+            let map = self
+                .secret_changed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (job, at) in map.iter() {
+                let age = (now - *at).num_milliseconds().max(0) as f64 / 1000.0;
+                self.secret_age.with_label_values(&[job.as_str()]).set(age);
+            }
+        }
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Seconds since the Unix epoch, as Prometheus timestamps are written.
+pub fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_outcomes_exist_from_the_start() {
+        let m = Metrics::new().unwrap();
+        m.register_job("k1", "api-key");
+        let text = m.render(Utc::now());
+        assert!(text.contains(
+            r#"vault_steward_job_runs_total{job="k1",kind="api-key",outcome="success"} 0"#
+        ));
+        assert!(text.contains(
+            r#"vault_steward_job_runs_total{job="k1",kind="api-key",outcome="failure"} 0"#
+        ));
+        assert!(text.contains(r#"vault_steward_build_info{version=""#));
+    }
+
+    #[test]
+    fn secret_age_is_computed_at_render_time() {
+        let m = Metrics::new().unwrap();
+        let now = Utc::now();
+        m.set_secret_changed("k1", Some(now - chrono::Duration::seconds(90)));
+        let text = m.render(now);
+        assert!(
+            text.contains(r#"vault_steward_secret_age_seconds{job="k1"} 90"#),
+            "{text}"
+        );
+        m.set_secret_changed("k1", None);
+        assert!(!m.render(now).contains("secret_age_seconds{"));
+    }
+}

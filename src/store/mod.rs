@@ -54,15 +54,16 @@ impl StoreError {
 
 /// Opens the store named by `url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`,
 /// `postgresql://…`) and applies migrations.
-pub async fn open(url: &str, password: Option<&secrecy::SecretString>) -> Result<Arc<dyn Store>, StoreError> {
-    // Skeleton compile fix on the config branch: the stub stores do not implement `Store` yet.
-    // The store branch replaces this.
+pub async fn open(
+    url: &str,
+    password: Option<&secrecy::SecretString>,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        let _store = sqlite::SqliteStore::open(url).await?;
-        todo!("store helper implements this")
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let _store = postgres::PostgresStore::open(url, password).await?;
-        todo!("store helper implements this")
+        Ok(Arc::new(
+            postgres::PostgresStore::open(url, password).await?,
+        ))
     } else {
         Err(StoreError::Url(format!(
             "unsupported scheme in `{}` (use sqlite:// or postgres://)",
@@ -110,15 +111,29 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_runs(&self, job: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     /// Marks every run that started and never finished (the process died) as
     /// `RunOutcome::Interrupted` at `now`; returns them.
-    async fn close_interrupted_runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError>;
+    async fn close_interrupted_runs(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RunRecord>, StoreError>;
 
     // ---- locks -----------------------------------------------------------------------------
 
     /// Takes the job's lock for `holder` until `expires_at`, if it is free, expired, or already
     /// `holder`'s. Returns whether `holder` now holds it.
-    async fn try_lock(&self, job: &str, holder: &str, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn try_lock(
+        &self,
+        job: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Extends a lock `holder` holds; false if it lost it.
-    async fn renew_lock(&self, job: &str, holder: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn renew_lock(
+        &self,
+        job: &str,
+        holder: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Releases the lock if `holder` holds it.
     async fn unlock(&self, job: &str, holder: &str) -> Result<(), StoreError>;
     /// Who holds the job's lock, if anyone (expired or not).
@@ -129,9 +144,21 @@ pub trait Store: Send + Sync + 'static {
     /// Starts a rotation record at step `step`; returns its id.
     async fn begin_rotation(&self, rotation: &NewRotation) -> Result<i64, StoreError>;
     /// Moves a rotation to `step` (recorded before the step's side effect).
-    async fn set_rotation_step(&self, id: i64, step: &str, detail: Option<&str>, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn set_rotation_step(
+        &self,
+        id: i64,
+        step: &str,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Closes a rotation as finished or abandoned.
-    async fn finish_rotation(&self, id: i64, status: RotationStatus, detail: Option<&str>, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn finish_rotation(
+        &self,
+        id: i64,
+        status: RotationStatus,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Rotations not yet finished, oldest first (all jobs when `job` is `None`).
     async fn open_rotations(&self, job: Option<&str>) -> Result<Vec<RotationRecord>, StoreError>;
 
@@ -150,7 +177,12 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_actions(&self, job: &str) -> Result<Vec<ActionRecord>, StoreError>;
     async fn complete_action(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Records a failed attempt and when to try again.
-    async fn retry_action(&self, id: i64, error: &str, next_at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn retry_action(
+        &self,
+        id: i64,
+        error: &str,
+        next_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     // ---- alert outbox ----------------------------------------------------------------------
 
@@ -163,9 +195,20 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_delivery(&self, delivery: &NewDelivery) -> Result<i64, StoreError>;
     /// Claims up to `limit` deliveries that are due (pending, `next_attempt_at <= now`) for
     /// `claimer` until `lease_until`, so that two workers never send the same one.
-    async fn claim_deliveries(&self, claimer: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: u32) -> Result<Vec<DeliveryRecord>, StoreError>;
+    async fn claim_deliveries(
+        &self,
+        claimer: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
     async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
-    async fn mark_delivery_failed(&self, id: i64, error: &str, next_attempt_at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn mark_delivery_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Deliveries not yet sent.
     async fn queued_deliveries(&self) -> Result<u64, StoreError>;
     /// Every delivery of an alert, oldest first.

@@ -6,7 +6,10 @@ use super::StoreError;
 pub struct PostgresStore {}
 
 impl PostgresStore {
-    pub async fn open(url: &str, password: Option<&secrecy::SecretString>) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &str,
+        password: Option<&secrecy::SecretString>,
+    ) -> Result<Self, StoreError> {
         let _ = url;
         todo!("store helper implements this")
     }

@@ -61,7 +61,11 @@ impl VaultSession {
     }
 
     /// Reads one version of `path`.
-    pub async fn kv_read_version(&self, path: &str, version: u64) -> Result<Option<KvSecret>, VaultError> {
+    pub async fn kv_read_version(
+        &self,
+        path: &str,
+        version: u64,
+    ) -> Result<Option<KvSecret>, VaultError> {
         let _ = (path, version);
         todo!("vault helper")
     }
@@ -74,13 +78,22 @@ impl VaultSession {
 
     /// Writes a new version with check-and-set: `cas = 0` means "only if it does not exist",
     /// `cas = n` "only if the current version is n". A mismatch is [`VaultError::CasMismatch`].
-    pub async fn kv_write(&self, path: &str, data: &KvData, cas: u64) -> Result<KvWrite, VaultError> {
+    pub async fn kv_write(
+        &self,
+        path: &str,
+        data: &KvData,
+        cas: u64,
+    ) -> Result<KvWrite, VaultError> {
         let _ = (path, data, cas);
         todo!("vault helper")
     }
 
     /// Replaces the secret's `custom_metadata`.
-    pub async fn kv_set_custom_metadata(&self, path: &str, custom: &BTreeMap<String, String>) -> Result<(), VaultError> {
+    pub async fn kv_set_custom_metadata(
+        &self,
+        path: &str,
+        custom: &BTreeMap<String, String>,
+    ) -> Result<(), VaultError> {
         let _ = (path, custom);
         todo!("vault helper")
     }

@@ -50,3 +50,6 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+pub mod daemon;
+pub mod vault;

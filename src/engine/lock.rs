@@ -1,0 +1,173 @@
+//! Per-job locks in the state store, shared by the daemon and by CLI commands that change
+//! something. A lock is a lease: taken for [`LEASE`], renewed while the holder works, so a holder
+//! that died loses it soon. A holder that died on this very host (its pid is gone) loses it at
+//! once, so a daemon restarted after `kill -9` does not wait for the lease to run out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::store::{Store, StoreError};
+
+/// How long a lock lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often a held lock is renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// Who we are, as written into lock rows: `host:pid:start`, where `start` is the process start
+/// time from /proc so that a recycled pid is never mistaken for us.
+pub fn holder_id() -> String {
+    let pid = std::process::id();
+    format!(
+        "{}:{}:{}",
+        hostname(),
+        pid,
+        process_start(pid).unwrap_or_default()
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime) counted after the parenthesised command name, which may hold spaces.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Whether `holder` names a process on this host that no longer exists.
+fn holder_is_dead_here(holder: &str) -> bool {
+    let mut parts = holder.rsplitn(3, ':');
+    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != hostname() {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    process_start(pid).as_deref() != Some(start)
+}
+
+/// A held job lock; renewed in the background until [`JobLock::release`].
+pub struct JobLock {
+    store: Arc<dyn Store>,
+    job: String,
+    holder: String,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    /// Cancelled if the lock was lost (renewal refused), so the run can stop.
+    pub lost: CancellationToken,
+}
+
+impl JobLock {
+    /// Takes the lock if it is free, expired, or held by a dead process on this host.
+    pub async fn try_acquire(
+        store: &Arc<dyn Store>,
+        job: &str,
+        holder: &str,
+    ) -> Result<Option<JobLock>, StoreError> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let mut got = store.try_lock(job, holder, now, until).await?;
+        if !got
+            && let Some(info) = store.lock_info(job).await?
+            && holder_is_dead_here(&info.holder)
+        {
+            tracing::warn!(job, stale_holder = %info.holder, "taking over the lock of a process that died");
+            store.unlock(job, &info.holder).await?;
+            got = store.try_lock(job, holder, now, until).await?;
+        }
+        if !got {
+            return Ok(None);
+        }
+        let lock = JobLock {
+            store: store.clone(),
+            job: job.to_string(),
+            holder: holder.to_string(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            lost: CancellationToken::new(),
+        };
+        lock.spawn_renewal();
+        Ok(Some(lock))
+    }
+
+    /// Waits up to `wait` for the lock (for CLI commands while the daemon is running a job).
+    pub async fn acquire_within(
+        store: &Arc<dyn Store>,
+        job: &str,
+        holder: &str,
+        wait: Duration,
+    ) -> Result<Option<JobLock>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(lock) = Self::try_acquire(store, job, holder).await? {
+                return Ok(Some(lock));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn spawn_renewal(&self) {
+        let (store, job, holder) = (self.store.clone(), self.job.clone(), self.holder.clone());
+        let (stop, lost) = (self.stop.clone(), self.lost.clone());
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RENEW_EVERY) => {}
+                }
+                let until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+                match store.renew_lock(&job, &holder, until).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(job, "job lock was lost; stopping the run");
+                        lost.cancel();
+                        return;
+                    }
+                    // A store hiccup: keep trying until the lease would run out.
+                    Err(e) => tracing::warn!(job, error = %e, "renewing the job lock failed"),
+                }
+            }
+        });
+        self.tasks.close();
+    }
+
+    /// Stops renewal and releases the lock.
+    pub async fn release(self) -> Result<(), StoreError> {
+        self.stop.cancel();
+        self.tasks.wait().await;
+        self.store.unlock(&self.job, &self.holder).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_holder_is_alive_and_a_vanished_pid_is_dead() {
+        let me = holder_id();
+        assert!(!holder_is_dead_here(&me));
+        let host = hostname();
+        // pid 0 never has a /proc entry.
+        assert!(holder_is_dead_here(&format!("{host}:0:123")));
+        // Same pid but another start time: a recycled pid, so the holder is dead.
+        let pid = std::process::id();
+        assert!(holder_is_dead_here(&format!("{host}:{pid}:1")));
+        // Another host: we cannot tell, so never steal.
+        assert!(!holder_is_dead_here("elsewhere:0:1"));
+    }
+}

@@ -1,0 +1,254 @@
+//! One run of one job: take the job's lock, record the start, run the kind with a timeout and the
+//! shutdown token, record the end and the job's new state (retry time after a failure), update
+//! the metrics and raise or resolve alerts. The same path serves the daemon's ticks and the CLI's
+//! `rotate`, so both leave the same records.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::retry_delay;
+use super::lock::JobLock;
+use super::{Engine, EngineJob};
+use crate::alert;
+use crate::job::{AlertSignal, JobContext, JobError, RunReport, RunRequest, Severity, Work};
+use crate::metrics::unix_seconds;
+use crate::store::{JobState, NewRun, RunEnd, RunOutcome, RunTrigger, StoreError};
+
+/// How an attempt to run a job ended.
+#[derive(Debug)]
+pub enum RunResult {
+    /// The job ran and succeeded.
+    Ran(RunReport),
+    /// The job ran and failed; the error text is scrubbed.
+    Failed(String),
+    /// Someone else (the daemon or another command) holds the job's lock.
+    Busy,
+}
+
+impl Engine {
+    /// Runs `job` once under its lock. Store failures around the run are errors; the job's own
+    /// failure is a [`RunResult::Failed`].
+    pub async fn run_job(
+        &self,
+        job: &EngineJob,
+        trigger: RunTrigger,
+        req: RunRequest,
+        cancel: &CancellationToken,
+    ) -> Result<RunResult, StoreError> {
+        let name = job.config.name.as_str();
+        let Some(lock) = JobLock::try_acquire(&self.store, name, &self.holder).await? else {
+            tracing::debug!(
+                job = name,
+                "job is locked by another process; not running it now"
+            );
+            return Ok(RunResult::Busy);
+        };
+        let result = self.run_locked(job, trigger, req, cancel, &lock).await;
+        if let Err(e) = lock.release().await {
+            tracing::warn!(job = name, error = %e, "releasing the job lock failed; it expires by itself");
+        }
+        result
+    }
+
+    async fn run_locked(
+        &self,
+        job: &EngineJob,
+        trigger: RunTrigger,
+        req: RunRequest,
+        cancel: &CancellationToken,
+        lock: &JobLock,
+    ) -> Result<RunResult, StoreError> {
+        let name = job.config.name.as_str();
+        let kind = job.config.kind();
+        let started_at = Utc::now();
+        let run_id = self
+            .store
+            .start_run(&NewRun {
+                job: name.to_string(),
+                kind: kind.to_string(),
+                trigger,
+                started_at,
+            })
+            .await?;
+        let mut state = self
+            .store
+            .job_state(name)
+            .await?
+            .unwrap_or_else(|| JobState {
+                job: name.to_string(),
+                kind: kind.to_string(),
+                ..JobState::default()
+            });
+        state.last_run_at = Some(started_at);
+        self.metrics
+            .job_last_run
+            .with_label_values(&[name, kind])
+            .set(unix_seconds(started_at));
+        tracing::info!(job = name, kind, trigger = %trigger, "run started");
+
+        let run_cancel = cancel.child_token();
+        let ctx = JobContext {
+            job: name.to_string(),
+            vault: self.vault.clone(),
+            store: self.store.clone(),
+            cancel: run_cancel.clone(),
+        };
+        let timeout = job
+            .config
+            .timeout
+            .unwrap_or(self.settings.job_timeout)
+            .as_std();
+        let clock = Instant::now();
+        let outcome: Result<RunReport, JobError> = tokio::select! {
+            r = job.job.run(&ctx, req) => r,
+            _ = tokio::time::sleep(timeout) => {
+                run_cancel.cancel();
+                Err(JobError::Transient(format!("timed out after {}", crate::config::Duration(timeout))))
+            }
+            _ = cancel.cancelled() => Err(JobError::Cancelled),
+            _ = lock.lost.cancelled() => Err(JobError::Transient("lost the job lock".into())),
+        };
+        let elapsed = clock.elapsed().as_secs_f64();
+        let finished_at = Utc::now();
+        self.metrics
+            .job_duration
+            .with_label_values(&[name, kind])
+            .observe(elapsed);
+
+        let mut signals: Vec<AlertSignal> = Vec::new();
+        let (end, result) = match outcome {
+            Ok(report) => {
+                state.last_success_at = Some(finished_at);
+                state.consecutive_failures = 0;
+                state.retry_at = None;
+                state.last_error = None;
+                if report.inspection.secret_changed_at.is_some() {
+                    state.secret_changed_at = report.inspection.secret_changed_at;
+                    state.secret_version = report.inspection.secret_version;
+                }
+                let outcome = match report.work {
+                    Work::Done => RunOutcome::Success,
+                    Work::Nothing => RunOutcome::Skipped,
+                };
+                state.last_outcome = Some(outcome);
+                self.metrics
+                    .job_runs
+                    .with_label_values(&[name, kind, "success"])
+                    .inc();
+                self.metrics
+                    .job_last_success
+                    .with_label_values(&[name, kind])
+                    .set(unix_seconds(finished_at));
+                tracing::info!(job = name, kind, outcome = %outcome, detail = %report.detail, elapsed_s = elapsed, "run finished");
+                signals.push(job_failing(false, name, 0, None));
+                signals.extend(report.alerts.iter().cloned());
+                (
+                    RunEnd {
+                        finished_at,
+                        outcome,
+                        detail: Some(report.detail.clone()),
+                        error: None,
+                    },
+                    RunResult::Ran(report),
+                )
+            }
+            Err(e) => {
+                let text = e.to_string();
+                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                state.last_outcome = Some(RunOutcome::Failure);
+                state.last_error = Some(text.clone());
+                let delay = retry_delay(
+                    state.consecutive_failures,
+                    self.settings.retry_initial.as_std(),
+                    self.settings.retry_max.as_std(),
+                    &mut rand::rng(),
+                );
+                state.retry_at =
+                    Some(finished_at + chrono::Duration::from_std(delay).unwrap_or_default());
+                self.metrics
+                    .job_runs
+                    .with_label_values(&[name, kind, "failure"])
+                    .inc();
+                tracing::warn!(
+                    job = name,
+                    kind,
+                    error = %text,
+                    retryable = e.is_retryable(),
+                    consecutive_failures = state.consecutive_failures,
+                    retry_in_s = delay.as_secs_f64(),
+                    "run failed"
+                );
+                if state.consecutive_failures >= self.failures_before_alert {
+                    signals.push(job_failing(
+                        true,
+                        name,
+                        state.consecutive_failures,
+                        Some(&text),
+                    ));
+                }
+                (
+                    RunEnd {
+                        finished_at,
+                        outcome: RunOutcome::Failure,
+                        detail: None,
+                        error: Some(text.clone()),
+                    },
+                    RunResult::Failed(text),
+                )
+            }
+        };
+        self.store.finish_run(run_id, &end).await?;
+        self.store.put_job_state(&state).await?;
+        self.metrics
+            .job_consecutive_failures
+            .with_label_values(&[name, kind])
+            .set(i64::from(state.consecutive_failures));
+        self.metrics
+            .set_secret_changed(name, state.secret_changed_at);
+        self.publish_next_due(job, Some(&state), finished_at);
+        for signal in &signals {
+            self.incidents
+                .apply(name, signal, job.config.alerts.as_deref(), finished_at)
+                .await?;
+        }
+        Ok(result)
+    }
+
+    /// Updates `job_next_run_timestamp_seconds` and returns the next due time.
+    pub(super) fn publish_next_due(
+        &self,
+        job: &EngineJob,
+        state: Option<&JobState>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let next = super::due::next_due(&job.cadence, job.config.window.as_ref(), state, now);
+        let gauge = self
+            .metrics
+            .job_next_run
+            .with_label_values(&[job.config.name.as_str(), job.config.kind()]);
+        match next {
+            Some(t) => gauge.set(unix_seconds(t)),
+            None => gauge.set(0.0),
+        }
+        next
+    }
+}
+
+fn job_failing(firing: bool, job: &str, failures: u32, error: Option<&str>) -> AlertSignal {
+    AlertSignal {
+        name: alert::JOB_FAILING,
+        firing,
+        severity: Severity::Critical,
+        summary: if firing {
+            format!("job {job} failed {failures} times in a row")
+        } else {
+            format!("job {job} succeeded again")
+        },
+        details: serde_json::json!({
+            "consecutive_failures": failures,
+            "last_error": error,
+        }),
+    }
+}

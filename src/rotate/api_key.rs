@@ -1,0 +1,245 @@
+//! `kind = "api-key"`: a self-issued key in KV v2. A new random value (OS CSPRNG, in the job's
+//! `format`) is written as a new version with check-and-set on the version that was read, so a
+//! value someone wrote by hand in the meantime is never overwritten (that raises
+//! `ConcurrentWrite`, and the hand-written version counts as the rotation). Other fields of the
+//! secret are carried over unchanged; older versions stay readable for consumers.
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use chrono::Utc;
+use rand::rngs::OsRng;
+use rand::{Rng, TryRngCore};
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use super::rotation_metadata;
+use crate::config::{ApiKeyConfig, KeyAlphabet, KeyFormat};
+use crate::job::{
+    AlertSignal, Cadence, Inspection, Job, JobContext, JobError, RunReport, RunRequest, Severity,
+    Work,
+};
+use crate::vault::{KvSecret, VaultError};
+
+/// Alert raised when a check-and-set write found a version written by someone else.
+pub const CONCURRENT_WRITE: &str = "ConcurrentWrite";
+
+/// Rotates one API key.
+pub struct ApiKeyRotator {
+    job: String,
+    config: ApiKeyConfig,
+}
+
+impl ApiKeyRotator {
+    pub fn new(job: &str, config: ApiKeyConfig) -> Self {
+        ApiKeyRotator {
+            job: job.to_string(),
+            config,
+        }
+    }
+
+    fn inspection(&self, current: Option<&KvSecret>) -> Inspection {
+        match current {
+            Some(s) => Inspection {
+                secret_changed_at: Some(s.created_time),
+                secret_version: Some(s.version as i64),
+                summary: format!(
+                    "{} version {} written {}",
+                    self.config.path,
+                    s.version,
+                    s.created_time.to_rfc3339()
+                ),
+            },
+            None => Inspection {
+                secret_changed_at: None,
+                secret_version: None,
+                summary: format!("no secret at {} yet", self.config.path),
+            },
+        }
+    }
+
+    fn conflict_signal(&self, firing: bool, detail: &str) -> AlertSignal {
+        AlertSignal {
+            name: CONCURRENT_WRITE,
+            firing,
+            severity: Severity::Warning,
+            summary: if firing {
+                format!(
+                    "{} was written by someone else during rotation; not overwritten",
+                    self.config.path
+                )
+            } else {
+                format!("{} rotated cleanly again", self.config.path)
+            },
+            details: serde_json::json!({ "path": self.config.path, "detail": detail }),
+        }
+    }
+}
+
+#[async_trait]
+impl Job for ApiKeyRotator {
+    fn cadence(&self) -> Cadence {
+        Cadence::Age(self.config.every)
+    }
+
+    async fn inspect(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
+        let current = ctx.vault.kv_read(&self.config.path).await?;
+        Ok(self.inspection(current.as_ref()))
+    }
+
+    async fn run(&self, ctx: &JobContext, req: RunRequest) -> Result<RunReport, JobError> {
+        let path = self.config.path.as_str();
+        let current = ctx.vault.kv_read(path).await?;
+        let now = Utc::now();
+        if let Some(cur) = &current
+            && !req.force
+            && cur.created_time + self.config.every.as_chrono() > now
+        {
+            return Ok(RunReport {
+                work: Work::Nothing,
+                detail: format!(
+                    "version {} is younger than {}; not due",
+                    cur.version, self.config.every
+                ),
+                inspection: self.inspection(current.as_ref()),
+                alerts: vec![],
+            });
+        }
+        let cas = current.as_ref().map(|c| c.version).unwrap_or(0);
+        if req.dry_run {
+            return Ok(RunReport {
+                work: Work::Nothing,
+                detail: format!(
+                    "would write a new {} value to {path} field {} with check-and-set {cas}",
+                    format_name(&self.config.format),
+                    self.config.field
+                ),
+                inspection: self.inspection(current.as_ref()),
+                alerts: vec![],
+            });
+        }
+        let mut data = current.map(|c| c.data).unwrap_or_default();
+        data.insert(
+            self.config.field.clone(),
+            generate(&self.config.format).map_err(JobError::Transient)?,
+        );
+        let written = match ctx.vault.kv_write(path, &data, cas).await {
+            Ok(w) => w,
+            Err(VaultError::CasMismatch { .. }) => {
+                let now_there = ctx.vault.kv_read(path).await?;
+                let detail = format!(
+                    "check-and-set on version {cas} failed: version {} was written by someone else; it counts as the rotation",
+                    now_there.as_ref().map(|s| s.version).unwrap_or(0)
+                );
+                tracing::warn!(job = %self.job, path, "{detail}");
+                return Ok(RunReport {
+                    work: Work::Nothing,
+                    inspection: self.inspection(now_there.as_ref()),
+                    alerts: vec![self.conflict_signal(true, &detail)],
+                    detail,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        crate::failpoint::hit("api-key-after-write");
+        let existing = ctx
+            .vault
+            .kv_metadata(path)
+            .await?
+            .map(|m| m.custom_metadata)
+            .unwrap_or_default();
+        ctx.vault
+            .kv_set_custom_metadata(path, &rotation_metadata(&existing, &self.job, now))
+            .await?;
+        let detail = format!("rotated {path} to version {}", written.version);
+        Ok(RunReport {
+            work: Work::Done,
+            inspection: Inspection {
+                secret_changed_at: Some(written.created_time),
+                secret_version: Some(written.version as i64),
+                summary: detail.clone(),
+            },
+            alerts: vec![self.conflict_signal(false, &detail)],
+            detail,
+        })
+    }
+}
+
+fn format_name(f: &KeyFormat) -> String {
+    let a = match f.alphabet {
+        KeyAlphabet::Hex => "hex",
+        KeyAlphabet::Base64Url => "base64url",
+        KeyAlphabet::Alnum => "alnum",
+    };
+    format!("{a}:{}", f.length)
+}
+
+/// A new random key in `format`, from the OS CSPRNG.
+pub fn generate(format: &KeyFormat) -> Result<SecretString, String> {
+    let mut rng = OsRng;
+    let body = match format.alphabet {
+        KeyAlphabet::Hex | KeyAlphabet::Base64Url => {
+            let mut bytes = Zeroizing::new(vec![0u8; format.length]);
+            rng.try_fill_bytes(&mut bytes)
+                .map_err(|e| format!("OS random number generator: {e}"))?;
+            Zeroizing::new(match format.alphabet {
+                KeyAlphabet::Hex => hex::encode(&*bytes),
+                _ => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*bytes),
+            })
+        }
+        KeyAlphabet::Alnum => {
+            const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+            let mut rng = rng.unwrap_err();
+            let mut s = Zeroizing::new(String::with_capacity(format.length));
+            for _ in 0..format.length {
+                s.push(ALNUM[rng.random_range(0..ALNUM.len())] as char);
+            }
+            s
+        }
+    };
+    Ok(SecretString::from(format!(
+        "{}{}",
+        format.prefix,
+        body.as_str()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn fmt(alphabet: KeyAlphabet, length: usize, prefix: &str) -> KeyFormat {
+        KeyFormat {
+            alphabet,
+            length,
+            prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn values_match_their_format() {
+        let v = generate(&fmt(KeyAlphabet::Hex, 24, "")).unwrap();
+        assert_eq!(v.expose_secret().len(), 48);
+        assert!(v.expose_secret().chars().all(|c| c.is_ascii_hexdigit()));
+
+        let v = generate(&fmt(KeyAlphabet::Base64Url, 32, "sk_")).unwrap();
+        let body = v.expose_secret().strip_prefix("sk_").unwrap();
+        assert_eq!(body.len(), 43);
+        assert!(
+            body.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+
+        let v = generate(&fmt(KeyAlphabet::Alnum, 40, "")).unwrap();
+        assert_eq!(v.expose_secret().len(), 40);
+        assert!(v.expose_secret().chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn values_differ() {
+        let f = fmt(KeyAlphabet::Hex, 16, "");
+        let a = generate(&f).unwrap();
+        let b = generate(&f).unwrap();
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+}

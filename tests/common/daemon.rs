@@ -1,0 +1,257 @@
+//! Running the real `vault-steward` binary in tests: a config in a temp dir (token auth with a
+//! token the test made, SQLite state, HTTP on a free loopback port), its log collected under
+//! `VS_TEST_LOG_DIR` for the canary scan, readiness awaited on `/readyz`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::{unique, wait_until};
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Where this run's logs and state files are collected for the canary scan.
+pub fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(super::env("VS_TEST_LOG_DIR"));
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// Records secret values the tests saw, so that the canary scan can look for them in every log.
+pub fn record_canaries<'a>(values: impl IntoIterator<Item = &'a str>) {
+    use std::io::Write;
+    let path = log_dir().join("canaries.txt");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("canary file");
+    for v in values {
+        assert!(!v.contains('\n'));
+        writeln!(f, "{v}").expect("write canary");
+    }
+}
+
+/// A config directory for one daemon: `steward.toml`, `jobs/`, the state file and the token.
+pub struct DaemonConfig {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub http_port: u16,
+}
+
+impl DaemonConfig {
+    /// Writes `steward.toml` (token auth reading `token`, SQLite state in the log dir so the canary
+    /// scan sees it) and one job file with `jobs_toml`.
+    pub fn new(token: &str, jobs_toml: &str) -> DaemonConfig {
+        Self::with_extra(token, jobs_toml, "")
+    }
+
+    /// As [`DaemonConfig::new`], with extra `steward.toml` text appended (e.g. an `[engine]`).
+    pub fn with_extra(token: &str, jobs_toml: &str, extra: &str) -> DaemonConfig {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = unique("daemon");
+        let http_port = free_port();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, token).expect("token file");
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod token");
+        let state = log_dir().join(format!("{name}.db"));
+        std::fs::create_dir_all(dir.path().join("jobs")).expect("jobs dir");
+        std::fs::write(dir.path().join("jobs/test.toml"), jobs_toml).expect("job file");
+        let steward = format!(
+            r#"[vault]
+address = "{addr}"
+[vault.auth]
+method = "token"
+token_file = "{token}"
+
+[state]
+url = "sqlite://{state}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[jobs]
+dir = "jobs"
+
+[engine]
+retry_initial = "1s"
+retry_max = "5s"
+{extra}
+"#,
+            addr = super::env("VS_TEST_VAULT_ADDR"),
+            token = token_file.display(),
+            state = state.display(),
+        );
+        std::fs::write(dir.path().join("steward.toml"), steward).expect("steward.toml");
+        DaemonConfig {
+            dir,
+            name,
+            http_port,
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("steward.toml")
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        log_dir().join(format!("{}.db", self.name))
+    }
+
+    /// Runs a CLI command against this config; returns (status, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_vault-steward"))
+            .arg("--config")
+            .arg(self.path())
+            .args(args)
+            .env_remove("VAULT_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env("VAULT_STEWARD_LOG", "info")
+            .output()
+            .expect("run vault-steward");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        append_log(&format!("{}-cli", self.name), &stderr);
+        (out.status, stdout, stderr)
+    }
+
+    /// Starts `vault-steward run`; `env` adds variables (e.g. a failpoint).
+    pub fn start(&self, env: &[(&str, &str)]) -> Daemon {
+        let log_path = log_dir().join(format!("{}-{}.log", self.name, unique("run")));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vault-steward"));
+        cmd.arg("--config")
+            .arg(self.path())
+            .arg("run")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env("VAULT_STEWARD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn vault-steward run");
+        Daemon {
+            child,
+            log_path,
+            http_port: self.http_port,
+        }
+    }
+}
+
+fn append_log(name: &str, text: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir().join(format!("{name}.log")))
+    {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// A running daemon; killed on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    pub log_path: PathBuf,
+    pub http_port: u16,
+}
+
+impl Daemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// Waits until `/readyz` answers 200 (the store answers and Vault is authenticated).
+    pub async fn ready(&mut self) {
+        let url = self.url("/readyz");
+        let http = reqwest::Client::new();
+        let log = self.log_path.clone();
+        let child = &mut self.child;
+        wait_until(Duration::from_secs(30), "the daemon to be ready", || {
+            let exited = child.try_wait().ok().flatten();
+            if let Some(status) = exited {
+                panic!(
+                    "daemon exited early with {status}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let req = http.get(&url).send();
+            async move { matches!(req.await, Ok(r) if r.status().is_success()) }
+        })
+        .await;
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit status.
+    pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        self.wait_exit(within).await
+    }
+
+    /// Waits up to `within` for the process to exit by itself.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not exit within {within:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The path of a file relative to the crate root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

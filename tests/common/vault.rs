@@ -1,0 +1,153 @@
+//! A root-token Vault client for tests: seed and inspect KV v2, create policies and tokens.
+//! It talks plain HTTP to the testbed's OpenBao; the code under test never uses it.
+
+use serde_json::{Value, json};
+
+/// A client holding the testbed's root token.
+pub struct RootVault {
+    pub addr: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// One KV v2 version as the tests see it.
+#[derive(Debug, Clone)]
+pub struct KvVersion {
+    pub version: u64,
+    pub created_time: chrono::DateTime<chrono::Utc>,
+    pub data: serde_json::Map<String, Value>,
+}
+
+fn data_path(path: &str) -> String {
+    let (mount, rest) = path.split_once('/').expect("MOUNT/path");
+    format!("{mount}/data/{rest}")
+}
+
+fn metadata_path(path: &str) -> String {
+    let (mount, rest) = path.split_once('/').expect("MOUNT/path");
+    format!("{mount}/metadata/{rest}")
+}
+
+impl RootVault {
+    pub fn new() -> RootVault {
+        let token_file = super::env("VS_TEST_VAULT_TOKEN_FILE");
+        let token = std::fs::read_to_string(&token_file)
+            .unwrap_or_else(|e| panic!("reading {token_file}: {e}"))
+            .trim()
+            .to_string();
+        RootVault {
+            addr: super::env("VS_TEST_VAULT_ADDR"),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn root_token(&self) -> &str {
+        &self.token
+    }
+
+    /// A raw request; returns (status, JSON body or Null).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("vault request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Writes a KV v2 version (no check-and-set); returns the new version.
+    pub async fn kv_put(&self, path: &str, data: Value) -> u64 {
+        let (status, body) = self
+            .call(reqwest::Method::POST, &data_path(path), Some(json!({ "data": data })))
+            .await;
+        assert!(status == 200 || status == 204, "kv put {path}: {status} {body}");
+        body["data"]["version"].as_u64().expect("version")
+    }
+
+    /// Reads the current version (None if missing).
+    pub async fn kv_get(&self, path: &str) -> Option<KvVersion> {
+        self.kv_get_version(path, None).await
+    }
+
+    pub async fn kv_get_version(&self, path: &str, version: Option<u64>) -> Option<KvVersion> {
+        let mut p = data_path(path);
+        if let Some(v) = version {
+            p = format!("{p}?version={v}");
+        }
+        let (status, body) = self.call(reqwest::Method::GET, &p, None).await;
+        if status == 404 {
+            return None;
+        }
+        assert_eq!(status, 200, "kv get {path}: {body}");
+        let md = &body["data"]["metadata"];
+        Some(KvVersion {
+            version: md["version"].as_u64().expect("version"),
+            created_time: md["created_time"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .expect("created_time")
+                .with_timezone(&chrono::Utc),
+            data: body["data"]["data"].as_object().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// The secret's metadata (`custom_metadata`, `current_version`, …).
+    pub async fn kv_metadata(&self, path: &str) -> Value {
+        let (status, body) = self
+            .call(reqwest::Method::GET, &metadata_path(path), None)
+            .await;
+        assert_eq!(status, 200, "kv metadata {path}: {body}");
+        body["data"].clone()
+    }
+
+    /// The current version number, 0 if the secret does not exist.
+    pub async fn current_version(&self, path: &str) -> u64 {
+        let (status, body) = self
+            .call(reqwest::Method::GET, &metadata_path(path), None)
+            .await;
+        if status == 404 {
+            return 0;
+        }
+        body["data"]["current_version"].as_u64().unwrap_or(0)
+    }
+
+    /// Writes a policy.
+    pub async fn put_policy(&self, name: &str, hcl: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("sys/policies/acl/{name}"),
+                Some(json!({ "policy": hcl })),
+            )
+            .await;
+        assert!(status == 200 || status == 204, "policy {name}: {status} {body}");
+    }
+
+    /// Creates a token with these policies and TTL (e.g. "1h"); returns it.
+    pub async fn create_token(&self, policies: &[&str], ttl: &str) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "auth/token/create",
+                Some(json!({ "policies": policies, "ttl": ttl, "no_default_policy": false })),
+            )
+            .await;
+        assert_eq!(status, 200, "token create: {body}");
+        body["auth"]["client_token"]
+            .as_str()
+            .expect("client_token")
+            .to_string()
+    }
+}
+
+impl Default for RootVault {
+    fn default() -> Self {
+        Self::new()
+    }
+}
