@@ -196,3 +196,203 @@ fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
     errors.sort_by_key(|e| (e.location.line, e.location.col));
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::config::{JobSpec, VaultAuth, secret::SecretSource};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn messages(e: &ConfigErrors) -> Vec<String> {
+        e.0.iter().map(ToString::to_string).collect()
+    }
+
+    fn write(path: &Path, text: &str) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn secret(path: &Path, mode: u32) {
+        write(path, "s3cr3t-value\n");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    const STEWARD: &str = "[vault]\naddress = \"http://127.0.0.1:8200\"\n[vault.auth]\nmethod = \"approle\"\nrole_id_file = \"role-id\"\nsecret_id_file = \"secret-id\"\n";
+
+    #[test]
+    fn the_examples_in_the_repo_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let env = |k: &str| match k {
+            "VAULT_ROLE_ID" | "VAULT_SECRET_ID" => Some("from-env".to_string()),
+            _ => None,
+        };
+        let cfg = load_with_env(&root.join("config/steward.toml"), &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.vault.address, "https://vault.example.com:8200");
+        assert!(matches!(
+            &cfg.vault.auth,
+            VaultAuth::AppRole {
+                role_id: SecretSource::Env { .. },
+                ..
+            }
+        ));
+        assert_eq!(cfg.jobs_dir, root.join("config/../jobs"));
+        assert_eq!(cfg.alerts.email.len(), 1);
+        assert_eq!(cfg.alerts.webhook.len(), 1);
+        // One example file per kind, each kind present.
+        for kind in JobSpec::KINDS {
+            assert!(
+                cfg.jobs.iter().any(|j| j.kind() == kind),
+                "no example for {kind}"
+            );
+            let file = root.join("config/../jobs").join(format!("{kind}.toml"));
+            assert!(
+                cfg.jobs
+                    .iter()
+                    .any(|j| j.location.file == file && j.kind() == kind),
+                "{} should hold the {kind} examples",
+                file.display()
+            );
+        }
+        // Files in name order, jobs in file order.
+        let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names[..2], ["api-key-default", "billing-service-key"]);
+        assert_eq!(names.last(), Some(&"vault-health"));
+    }
+
+    #[test]
+    fn secret_files_must_exist_and_not_be_readable_by_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.toml");
+        write(&path, STEWARD);
+        write(
+            &dir.path().join("jobs/a.toml"),
+            "[[job]]\nname = \"h\"\nkind = \"vault-health\"\n",
+        );
+        secret(&dir.path().join("role-id"), 0o644);
+        let errors = load_with_env(&path, &no_env).unwrap_err();
+        let p = path.display();
+        assert_eq!(
+            messages(&errors),
+            [
+                format!(
+                    "{p}:5:16: `role_id_file`: secret file {}/role-id is readable by other users (mode 644); chmod o-rwx it",
+                    dir.path().display()
+                ),
+                format!(
+                    "{p}:6:18: `secret_id_file`: secret file {}/secret-id: No such file or directory (os error 2)",
+                    dir.path().display()
+                ),
+            ]
+        );
+        secret(&dir.path().join("role-id"), 0o640);
+        secret(&dir.path().join("secret-id"), 0o400);
+        let cfg = load_with_env(&path, &no_env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.jobs.len(), 1);
+        assert_eq!(cfg.path, path);
+    }
+
+    #[test]
+    fn a_missing_jobs_dir_is_reported_at_its_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.toml");
+        write(&path, &format!("{STEWARD}[jobs]\ndir = \"nope\"\n"));
+        secret(&dir.path().join("role-id"), 0o600);
+        secret(&dir.path().join("secret-id"), 0o600);
+        let errors = load_with_env(&path, &no_env).unwrap_err();
+        let m = messages(&errors);
+        assert_eq!(m.len(), 1);
+        assert!(
+            m[0].starts_with(&format!(
+                "{}:8:7: cannot read the jobs directory {}/nope: ",
+                path.display(),
+                dir.path().display()
+            )),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn job_files_are_read_in_name_order_and_a_broken_one_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.toml");
+        write(&path, STEWARD);
+        secret(&dir.path().join("role-id"), 0o600);
+        secret(&dir.path().join("secret-id"), 0o600);
+        let jobs = dir.path().join("jobs");
+        write(
+            &jobs.join("b.toml"),
+            "[[job]]\nname = \"b\"\nkind = \"vault-health\"\n",
+        );
+        write(
+            &jobs.join("a.toml"),
+            "[[job]]\nname = \"a\"\nkind = \"vault-health\"\n",
+        );
+        write(&jobs.join(".#a.toml"), "garbage = = =");
+        write(&jobs.join("notes.txt"), "garbage = = =");
+        std::fs::create_dir_all(jobs.join("sub.toml")).unwrap();
+        let cfg = load_with_env(&path, &no_env).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+
+        write(
+            &jobs.join("a.toml"),
+            "[[job]]\nname = \"a\nkind = \"vault-health\"\n",
+        );
+        write(
+            &jobs.join("c.toml"),
+            "[[job]]\nname = \"c\"\nkind = \"nope\"\n",
+        );
+        let errors = load_with_env(&path, &no_env).unwrap_err();
+        let m = messages(&errors);
+        let a = jobs.join("a.toml");
+        let c = jobs.join("c.toml");
+        assert!(m[0].starts_with(&format!("{}:2:", a.display())), "{m:?}");
+        assert!(m[0].contains("TOML syntax error"), "{m:?}");
+        assert_eq!(
+            m.last().map(String::as_str),
+            Some(format!("{}:3:8: unknown kind `nope`; expected one of: api-key, postgres, mysql, approle-secret-id, reminder, raft-snapshot, vault-health", c.display()).as_str())
+        );
+    }
+
+    #[test]
+    fn unreadable_and_non_utf8_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        let m = messages(&load_with_env(&missing, &no_env).unwrap_err());
+        assert_eq!(m.len(), 1);
+        assert!(
+            m[0].starts_with(&format!("{}:1:1: cannot read ", missing.display())),
+            "{m:?}"
+        );
+
+        let path = dir.path().join("latin1.toml");
+        std::fs::write(&path, b"# ok\n# caf\xe9\n").unwrap();
+        let m = messages(&load_with_env(&path, &no_env).unwrap_err());
+        assert_eq!(
+            m,
+            [format!(
+                "{}:2:6: the file is not valid UTF-8",
+                path.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_all_reported_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.toml");
+        write(&path, "[vault]\naddress = \"x\nfoo = = 3\n");
+        let m = messages(&load_with_env(&path, &no_env).unwrap_err());
+        assert!(m.len() >= 2, "{m:?}");
+        assert!(m[0].starts_with(&format!("{}:2:", path.display())), "{m:?}");
+        assert!(m.iter().all(|e| e.contains("TOML syntax error")), "{m:?}");
+    }
+}
