@@ -130,12 +130,25 @@ fn parse<'s>(
                 .span()
                 .map(|s| src.span_location(&s))
                 .unwrap_or_else(|| src.start()),
-            message: format!("TOML syntax error: {}", e.message().trim()),
+            message: syntax_message(src, e),
         })
         .collect();
     found.dedup();
     errors.extend(sorted(found));
     None
+}
+
+fn syntax_message(src: &SourceFile, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    // The parser does not name the duplicated key; its span does.
+    let key = e
+        .span()
+        .and_then(|s| src.text.get(s))
+        .filter(|k| !k.is_empty() && message == "duplicate key");
+    match key {
+        Some(k) => format!("TOML syntax error: duplicate key `{k}`"),
+        None => format!("TOML syntax error: {message}"),
+    }
 }
 
 /// Every `*.toml` file of the jobs directory, by name (hidden files are skipped: editors leave
@@ -394,5 +407,14 @@ mod tests {
         assert!(m.len() >= 2, "{m:?}");
         assert!(m[0].starts_with(&format!("{}:2:", path.display())), "{m:?}");
         assert!(m.iter().all(|e| e.contains("TOML syntax error")), "{m:?}");
+        write(&path, "[vault]\naddress = \"x\"\n\n[vault]\n");
+        let m = messages(&load_with_env(&path, &no_env).unwrap_err());
+        assert_eq!(
+            m,
+            [format!(
+                "{}:4:2: TOML syntax error: duplicate key `vault`",
+                path.display()
+            )]
+        );
     }
 }

@@ -1157,7 +1157,8 @@ fn job(
         return None;
     };
     let peek_name = peek_str(table, "name").map(str::to_string);
-    let kind_schema = peek_str(table, "kind").and_then(raw::kind_schema);
+    let peek_kind = peek_str(table, "kind").map(str::to_string);
+    let kind_schema = peek_kind.as_deref().and_then(raw::kind_schema);
     let within = match (&peek_name, peek_str(table, "kind")) {
         (Some(n), Some(k)) => format!("job `{n}` (kind = \"{k}\")"),
         (Some(n), None) => format!("job `{n}`"),
@@ -1179,8 +1180,14 @@ fn job(
     };
     let common_table = raw::split_off(table, raw::JOB_COMMON_KEYS);
     let kind_table = std::mem::take(table);
-    let common: raw::RawJobCommon =
-        ctx.section(Spanned::new(header.clone(), DeValue::Table(common_table)))?;
+    let common: Option<raw::RawJobCommon> =
+        ctx.section(Spanned::new(header.clone(), DeValue::Table(common_table)));
+    // The kind's own keys are checked even when the common ones are broken.
+    let spec = match (&peek_kind, kind_schema) {
+        (Some(kind), Some(_)) => kind_spec(ctx, kind, kind_table, &header, &within),
+        _ => None,
+    };
+    let common = common?;
 
     let name = match ctx.required(&common.name, "name", &header, "[[job]]") {
         Some(n) => {
@@ -1254,10 +1261,28 @@ fn job(
         );
         return None;
     }
-    let v = Spanned::new(header.clone(), DeValue::Table(kind_table));
-    let h = &header;
-    let w = within.as_str();
-    let spec = match kind.get_ref().as_str() {
+    Some(JobConfig {
+        name,
+        enabled,
+        window,
+        alerts,
+        timeout,
+        spec: spec?,
+        location: ctx.loc(&header),
+    })
+}
+
+/// Validates the kind-specific part of a job.
+fn kind_spec(
+    ctx: &mut Ctx<'_>,
+    kind: &str,
+    table: DeTable<'_>,
+    header: &Range<usize>,
+    within: &str,
+) -> Option<JobSpec> {
+    let v = Spanned::new(header.clone(), DeValue::Table(table));
+    let (h, w) = (header, within);
+    let spec = match kind {
         "api-key" => {
             let r = ctx.section(v)?;
             JobSpec::ApiKey(api_key(ctx, &r, h, w))
@@ -1290,15 +1315,7 @@ fn job(
         }
         _ => return None,
     };
-    Some(JobConfig {
-        name,
-        enabled,
-        window,
-        alerts,
-        timeout,
-        spec,
-        location: ctx.loc(&header),
-    })
+    Some(spec)
 }
 
 fn api_key(
@@ -2146,11 +2163,17 @@ max_age = "30d"
 
     #[test]
     fn wrong_types_name_the_key() {
-        let (_, errors) =
-            parse_jobs("[[job]]\nname = \"x\"\nkind = \"vault-health\"\nenabled = \"yes\"\n");
-        assert_eq!(errors.len(), 1);
+        // Both the common part and the kind's part are checked.
+        let (_, errors) = parse_jobs(
+            "[[job]]\nname = \"x\"\nkind = \"vault-health\"\nenabled = \"yes\"\nschedule = 5\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(
             errors[0].starts_with("/etc/vs/jobs/j.toml:4:11: `enabled`: wrong type"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("/etc/vs/jobs/j.toml:5:12: `schedule`: wrong type"),
             "{errors:?}"
         );
     }
