@@ -113,7 +113,13 @@ fn steward_with(extra: &str) -> String {
 #[test]
 fn toml_syntax_error() {
     let s = Setup::new("[vault]\naddress = \"http://127.0.0.1:8200\n");
-    assert_error(&s, &s.config(), 2, 33, "TOML syntax error: invalid basic string");
+    assert_error(
+        &s,
+        &s.config(),
+        2,
+        33,
+        "TOML syntax error: invalid basic string",
+    );
 }
 
 #[test]
@@ -143,7 +149,13 @@ fn unknown_key_in_a_section_suggests_the_right_one() {
 #[test]
 fn missing_address_without_vault_addr_points_at_the_section() {
     let s = Setup::new(&STEWARD.replace("address = \"http://127.0.0.1:8200\"\n", ""));
-    assert_error(&s, &s.config(), 1, 1, "missing `address` in [vault] (or set VAULT_ADDR)");
+    assert_error(
+        &s,
+        &s.config(),
+        1,
+        1,
+        "missing `address` in [vault] (or set VAULT_ADDR)",
+    );
     // VAULT_ADDR fills it in.
     let (code, stdout, stderr) = check(&s.config(), &[("VAULT_ADDR", "http://127.0.0.1:8200")]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
@@ -152,13 +164,25 @@ fn missing_address_without_vault_addr_points_at_the_section() {
 #[test]
 fn bad_listen_address() {
     let s = Setup::new(&steward_with("[http]\nlisten = \"localhost:9464\"\n"));
-    assert_error(&s, &s.config(), 14, 10, "invalid listen address `localhost:9464`");
+    assert_error(
+        &s,
+        &s.config(),
+        14,
+        10,
+        "invalid listen address `localhost:9464`",
+    );
 }
 
 #[test]
 fn bad_state_url_scheme() {
     let s = Setup::new(&steward_with("[state]\nurl = \"mysql://db/state\"\n"));
-    assert_error(&s, &s.config(), 14, 7, "unsupported state URL `mysql://db/state`");
+    assert_error(
+        &s,
+        &s.config(),
+        14,
+        7,
+        "unsupported state URL `mysql://db/state`",
+    );
 }
 
 #[test]
@@ -167,7 +191,13 @@ fn bad_and_zero_durations() {
         "[engine]\njob_timeout = \"5 minutes\"\nretry_initial = \"0s\"\n",
     ));
     assert_error(&s, &s.config(), 14, 15, "invalid duration `5 minutes`");
-    assert_error(&s, &s.config(), 15, 17, "duration `0s` must be greater than zero");
+    assert_error(
+        &s,
+        &s.config(),
+        15,
+        17,
+        "duration `0s` must be greater than zero",
+    );
 }
 
 #[test]
@@ -247,14 +277,26 @@ bucket = "backups"
 storage_class = "GLACIER"
 "#,
     );
-    assert_error(&s, &f, 7, 1, "unknown key `storage_class` in [job.s3] of job `snap`");
+    assert_error(
+        &s,
+        &f,
+        7,
+        1,
+        "unknown key `storage_class` in [job.s3] of job `snap`",
+    );
 }
 
 #[test]
 fn unknown_kind() {
     let s = Setup::new(STEWARD);
     let f = s.job("a.toml", "[[job]]\nname = \"x\"\nkind = \"ldap\"\n");
-    assert_error(&s, &f, 3, 8, "unknown kind `ldap`; expected one of: api-key, postgres");
+    assert_error(
+        &s,
+        &f,
+        3,
+        8,
+        "unknown kind `ldap`; expected one of: api-key, postgres",
+    );
 }
 
 #[test]
@@ -288,8 +330,17 @@ fn duplicate_job_names_across_files() {
 #[test]
 fn cron_with_five_fields() {
     let s = Setup::new(STEWARD);
-    let f = s.job("a.toml", &format!("{API_KEY_JOB}window = \"0 9 * * 1-5\"\n"));
-    assert_error(&s, &f, 5, 10, "invalid cron `0 9 * * 1-5`: expected 6 fields");
+    let f = s.job(
+        "a.toml",
+        &format!("{API_KEY_JOB}window = \"0 9 * * 1-5\"\n"),
+    );
+    assert_error(
+        &s,
+        &f,
+        5,
+        10,
+        "invalid cron `0 9 * * 1-5`: expected 6 fields",
+    );
 }
 
 #[test]
@@ -306,7 +357,13 @@ fn cron_out_of_range() {
 fn bad_key_format() {
     let s = Setup::new(STEWARD);
     let f = s.job("a.toml", &format!("{API_KEY_JOB}format = \"hex:8\"\n"));
-    assert_error(&s, &f, 5, 10, "invalid key format `hex:8`: hex keys take 16 to 256 bytes");
+    assert_error(
+        &s,
+        &f,
+        5,
+        10,
+        "invalid key format `hex:8`: hex keys take 16 to 256 bytes",
+    );
     let f = s.job("a.toml", &format!("{API_KEY_JOB}format = \"sha256:32\"\n"));
     assert_error(&s, &f, 5, 10, "unknown alphabet `sha256`");
 }
@@ -360,7 +417,13 @@ fn bad_snapshot_recipient_and_no_destination() {
         "[[job]]\nname = \"snap\"\nkind = \"raft-snapshot\"\nrecipients = [\"age1notakey\"]\n",
     );
     assert_error(&s, &f, 4, 15, "invalid age recipient `age1notakey`");
-    assert_error(&s, &f, 1, 1, "has no destination: add [job.s3] and/or [job.local]");
+    assert_error(
+        &s,
+        &f,
+        1,
+        1,
+        "has no destination: add [job.s3] and/or [job.local]",
+    );
 }
 
 #[test]
@@ -390,10 +453,7 @@ fn every_problem_of_every_file_is_reported_in_order() {
     let b = s.job("b.toml", "[[job]]\nname = \"b\"\nkind = \"nope\"\n");
     let (code, _, stderr) = check(&s.config(), &[]);
     assert_eq!(code, Some(2));
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains(".toml:"))
-        .collect();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(".toml:")).collect();
     let prefixes: Vec<String> = lines
         .iter()
         .map(|l| l.split(": ").next().unwrap_or("").to_string())
