@@ -312,10 +312,14 @@ impl<'a> Ctx<'a> {
                         .map(|(k, _)| k.clone())
                 });
                 let message = tidy_toml_message(e.message());
-                match key {
-                    Some(k) => self.error_at(e.span().as_ref(), format!("`{k}`: {message}")),
-                    None => self.error_at(e.span().as_ref(), message),
-                }
+                let message = match key {
+                    Some(k) if message.contains("table, expected a sequence") => format!(
+                        "`{k}` is a list of tables: write `[[…{k}]]`, with double brackets, for each entry"
+                    ),
+                    Some(k) => format!("`{k}`: {message}"),
+                    None => message,
+                };
+                self.error_at(e.span().as_ref(), message);
                 None
             }
         }
@@ -339,7 +343,9 @@ fn tidy_toml_message(message: &str) -> String {
     let m = message.trim();
     let m = m.replacen("unknown field", "unknown key", 1);
     let m = m.replace("missing field", "missing key");
-    m.replace("invalid type: ", "wrong type: ")
+    m.replace("invalid type: map", "wrong type: table")
+        .replace("invalid type: ", "wrong type: ")
+        .replace("expected i64", "expected an integer")
 }
 
 /// The expected key closest to a misspelt one, if any is close enough to be a likely typo.
@@ -817,7 +823,7 @@ fn state(
             span.as_ref(),
             format!(
                 "unsupported state URL `{}`: use sqlite:///PATH or postgres://USER@HOST/DB",
-                url.split('@').next_back().unwrap_or("")
+                hide_userinfo(&url)
             ),
         ),
     }
@@ -832,6 +838,14 @@ fn state(
         _ => None,
     };
     StateConfig { url, password }
+}
+
+/// A URL fit for messages: whatever sits before `@` (user, password) is left out.
+fn hide_userinfo(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
+        _ => url.to_string(),
+    }
 }
 
 fn http(ctx: &mut Ctx<'_>, listen: Option<&Sp<String>>) -> HttpConfig {
@@ -1686,7 +1700,9 @@ mod tests {
             .collect();
         let lookup = move |k: &str| env_map.get(k).cloned();
         let s = steward(&mut ctx, doc, &lookup);
-        (s, ctx.errors, ctx.file_checks)
+        let mut errors = ctx.errors;
+        errors.sort_by_key(|e| (e.location.line, e.location.col));
+        (s, errors, ctx.file_checks)
     }
 
     fn messages(errors: &[ConfigError]) -> Vec<String> {
@@ -1918,6 +1934,23 @@ mod tests {
             "{err}"
         );
         assert!(check_recipient("gpg:1234").is_err());
+    }
+
+    #[test]
+    fn messages_never_show_url_credentials_and_speak_toml() {
+        assert_eq!(hide_userinfo("mysql://u:pw@db/x"), "mysql://…@db/x");
+        assert_eq!(hide_userinfo("mysql://db/x"), "mysql://db/x");
+        let (_, errors, _) = parse_steward(
+            "[vault]\naddress = \"http://v:8200\"\n[alerts.email]\nname = \"x\"\n[engine]\nmax_concurrent = \"many\"\n",
+            &[("VAULT_TOKEN", "t")],
+        );
+        assert_eq!(
+            messages(&errors),
+            [
+                "/etc/vs/steward.toml:3:1: `email` is a list of tables: write `[[…email]]`, with double brackets, for each entry",
+                "/etc/vs/steward.toml:6:18: `max_concurrent`: wrong type: string \"many\", expected an integer",
+            ]
+        );
     }
 
     #[test]
