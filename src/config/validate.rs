@@ -837,7 +837,33 @@ fn state(
         (None, Some(f)) if scheme != "sqlite" => Some(ctx.secret_file(f, "password_file")),
         _ => None,
     };
+    let url = if scheme == "sqlite" {
+        sqlite_url_against(&ctx.base, &url)
+    } else {
+        url
+    };
     StateConfig { url, password }
+}
+
+/// A SQLite URL with a relative path (`sqlite://state.db`, `sqlite:state.db`) resolved against
+/// `base` (the config's directory), so that the working directory never matters.
+pub(crate) fn sqlite_url_against(base: &Path, url: &str) -> String {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or("");
+    let (file, query) = match rest.split_once('?') {
+        Some((f, q)) => (f, Some(q)),
+        None => (rest, None),
+    };
+    if file.is_empty() || file.starts_with('/') || file.starts_with(":memory:") {
+        return url.to_string();
+    }
+    let resolved = base.join(file);
+    match query {
+        Some(q) => format!("sqlite://{}?{q}", resolved.display()),
+        None => format!("sqlite://{}", resolved.display()),
+    }
 }
 
 /// A URL fit for messages: whatever sits before `@` (user, password) is left out.
@@ -1893,6 +1919,28 @@ mod tests {
         assert!(errors.is_empty(), "{:?}", messages(&errors));
         assert!(s.state.password.is_some());
         assert_eq!(checks.len(), 1);
+    }
+
+    #[test]
+    fn relative_sqlite_paths_resolve_against_the_config_dir() {
+        let base = Path::new("/etc/vs");
+        for (url, want) in [
+            ("sqlite:///var/lib/x.db", "sqlite:///var/lib/x.db"),
+            ("sqlite://state.db", "sqlite:///etc/vs/state.db"),
+            (
+                "sqlite:state.db?mode=rwc",
+                "sqlite:///etc/vs/state.db?mode=rwc",
+            ),
+            ("sqlite::memory:", "sqlite::memory:"),
+        ] {
+            assert_eq!(sqlite_url_against(base, url), want, "{url}");
+        }
+        let (s, errors, _) = parse_steward(
+            "[vault]\naddress = \"http://v:8200\"\n[state]\nurl = \"sqlite://../state/s.db\"\n",
+            &[("VAULT_TOKEN", "t")],
+        );
+        assert!(errors.is_empty());
+        assert_eq!(s.state.url, "sqlite:///etc/vs/../state/s.db");
     }
 
     #[test]
