@@ -1,6 +1,6 @@
 //! Pure validation: parsed files (with spans) plus environment overrides in, typed config and
 //! `FILE:LINE:COL` errors out. Nothing here touches the disk or the network; the file checks it
-//! asks for (secret files, the CA bundle) are carried out by [`super::load`].
+//! asks for (secret files, the CA bundle) are carried out by [`super::load::load_with_env`].
 //!
 //! Validation never stops at the first problem of a file: a missing or bad value is recorded and
 //! replaced by a placeholder so that the rest is still checked. A [`Ctx`] with errors never yields
