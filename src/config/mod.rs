@@ -6,13 +6,24 @@
 //! validation. It never connects to anything; `check --connect` lives in the app. Secret values are
 //! never part of the config: settings name a `*_file` or an environment variable, read on demand by
 //! [`secret`].
+//!
+//! Inside: `source` turns the parser's byte offsets into `LINE:COL`; `raw` holds the serde structs
+//! as written (every value spanned, unknown keys denied); `validate` turns them into the types
+//! below without any I/O; [`load()`] reads the files, applies the environment and checks the files
+//! the config names (secret files exist and are not readable by others). Relative paths resolve
+//! against the directory of the file that names them, never the working directory.
 
 pub mod duration;
 pub mod error;
 pub mod jobs;
+mod key_format;
+pub mod kv_path;
 pub mod load;
+mod raw;
 pub mod schedule;
 pub mod secret;
+mod source;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
