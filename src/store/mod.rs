@@ -58,14 +58,12 @@ pub async fn open(
     url: &str,
     password: Option<&secrecy::SecretString>,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    // Skeleton compile fix on the config branch: the stub stores do not implement `Store` yet.
-    // The store branch replaces this.
     if url.starts_with("sqlite:") {
-        let _store = sqlite::SqliteStore::open(url).await?;
-        todo!("store helper implements this")
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let _store = postgres::PostgresStore::open(url, password).await?;
-        todo!("store helper implements this")
+        Ok(Arc::new(
+            postgres::PostgresStore::open(url, password).await?,
+        ))
     } else {
         Err(StoreError::Url(format!(
             "unsupported scheme in `{}` (use sqlite:// or postgres://)",
