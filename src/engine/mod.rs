@@ -51,21 +51,20 @@ pub enum EngineError {
 
 /// Builds the behaviour of every configured job.
 pub fn build_jobs(config: &Config) -> Result<Vec<Arc<EngineJob>>, EngineError> {
-    config
-        .jobs
-        .iter()
-        .map(|jc| {
-            let job = crate::rotate::build(jc).map_err(|message| EngineError::Build {
-                job: jc.name.clone(),
-                message,
-            })?;
-            Ok(Arc::new(EngineJob {
-                cadence: job.cadence(),
-                config: jc.clone(),
-                job,
-            }))
-        })
-        .collect()
+    config.jobs.iter().map(build_jobs_one).collect()
+}
+
+/// Builds the behaviour of one configured job.
+pub fn build_jobs_one(jc: &JobConfig) -> Result<Arc<EngineJob>, EngineError> {
+    let job = crate::rotate::build(jc).map_err(|message| EngineError::Build {
+        job: jc.name.clone(),
+        message,
+    })?;
+    Ok(Arc::new(EngineJob {
+        cadence: job.cadence(),
+        config: jc.clone(),
+        job,
+    }))
 }
 
 /// Drives every enabled job.
