@@ -6,10 +6,18 @@
 //! URL scheme in [`open`]. Migrations live in `migrations/sqlite` and `migrations/postgres` with
 //! matching file names and are applied on open. Times are kept as Unix milliseconds.
 //!
-//! The store must never hold a secret value: callers pass identifiers, versions, times and
-//! error texts that have already been scrubbed.
+//! The store never stores a secret value — no table has a column meant for one: callers pass
+//! identifiers, versions, times and error texts that have already been scrubbed. The PostgreSQL
+//! password is handed over separately as a `SecretString` and never reaches a log, an error or a
+//! `Debug` output.
+//!
+//! Both backends run the very same SQL (`$N` placeholders, `INSERT … ON CONFLICT`, `RETURNING`),
+//! written once in the private `queries` module; only the open/connect code and the schema
+//! files differ. Enums are stored as their `as_str` text; times are truncated to the millisecond.
 
 pub mod postgres;
+mod queries;
+mod rows;
 pub mod sqlite;
 mod types;
 
@@ -36,6 +44,10 @@ pub enum StoreError {
     /// one SQLite file).
     #[error("state store {0}")]
     InUse(String),
+    /// A stored row does not decode into a record (unknown enum text, out-of-range number): the
+    /// database was changed by something other than vault-steward.
+    #[error("state store holds an invalid value: {0}")]
+    Corrupt(String),
     /// Filesystem trouble creating or securing the SQLite file.
     #[error("state store file {path}: {source}")]
     Io {
@@ -54,11 +66,16 @@ impl StoreError {
 
 /// Opens the store named by `url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`,
 /// `postgresql://…`) and applies migrations.
-pub async fn open(url: &str, password: Option<&secrecy::SecretString>) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(
+    url: &str,
+    password: Option<&secrecy::SecretString>,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresStore::open(url, password).await?))
+        Ok(Arc::new(
+            postgres::PostgresStore::open(url, password).await?,
+        ))
     } else {
         Err(StoreError::Url(format!(
             "unsupported scheme in `{}` (use sqlite:// or postgres://)",
@@ -67,14 +84,35 @@ pub async fn open(url: &str, password: Option<&secrecy::SecretString>) -> Result
     }
 }
 
+/// Like [`open`], for the daemon: a SQLite store is opened with
+/// [`SqliteStore::open_exclusive`](sqlite::SqliteStore::open_exclusive), so a second daemon on the
+/// same file fails with [`StoreError::InUse`] (short CLI commands keep using [`open`]). PostgreSQL
+/// is meant to be shared by several instances and is opened as usual.
+pub async fn open_exclusive(
+    url: &str,
+    password: Option<&secrecy::SecretString>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open_exclusive(url).await?))
+    } else {
+        open(url, password).await
+    }
+}
+
 /// A URL with any password replaced, fit for messages.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("[redacted]"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+        Ok(mut u) if u.password().is_some() => match u.set_password(Some("REDACTED")) {
+            // The URL encoder would escape the brackets of the usual marker.
+            Ok(()) => u.to_string().replacen(":REDACTED@", ":[redacted]@", 1),
+            Err(()) => "[url with password]".to_string(),
+        },
+        Ok(_) => url.to_string(),
+        // Unparsable: hide all user information rather than guess where a password ends.
+        Err(_) => match (url.split_once("://"), url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => format!("{scheme}://[redacted]{}", &url[at..]),
+            _ => url.to_string(),
+        },
     }
 }
 
@@ -105,16 +143,33 @@ pub trait Store: Send + Sync + 'static {
     /// The newest runs of a job, newest first.
     async fn recent_runs(&self, job: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     /// Marks every run that started and never finished (the process died) as
-    /// `RunOutcome::Interrupted` at `now`; returns them.
-    async fn close_interrupted_runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError>;
+    /// `RunOutcome::Interrupted` at `now`; returns them. Meant for start-up; should the run in fact
+    /// still be going in another process (a CLI command, another instance), its own
+    /// [`finish_run`](Store::finish_run) later overwrites the mark with the real outcome.
+    async fn close_interrupted_runs(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RunRecord>, StoreError>;
 
     // ---- locks -----------------------------------------------------------------------------
 
     /// Takes the job's lock for `holder` until `expires_at`, if it is free, expired, or already
-    /// `holder`'s. Returns whether `holder` now holds it.
-    async fn try_lock(&self, job: &str, holder: &str, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// `holder`'s. Returns whether `holder` now holds it. Atomic in the database, so safe between
+    /// processes; `acquired_at` is kept when `holder` re-takes a lock it still holds.
+    async fn try_lock(
+        &self,
+        job: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Extends a lock `holder` holds; false if it lost it.
-    async fn renew_lock(&self, job: &str, holder: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn renew_lock(
+        &self,
+        job: &str,
+        holder: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Releases the lock if `holder` holds it.
     async fn unlock(&self, job: &str, holder: &str) -> Result<(), StoreError>;
     /// Who holds the job's lock, if anyone (expired or not).
@@ -125,9 +180,21 @@ pub trait Store: Send + Sync + 'static {
     /// Starts a rotation record at step `step`; returns its id.
     async fn begin_rotation(&self, rotation: &NewRotation) -> Result<i64, StoreError>;
     /// Moves a rotation to `step` (recorded before the step's side effect).
-    async fn set_rotation_step(&self, id: i64, step: &str, detail: Option<&str>, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn set_rotation_step(
+        &self,
+        id: i64,
+        step: &str,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Closes a rotation as finished or abandoned.
-    async fn finish_rotation(&self, id: i64, status: RotationStatus, detail: Option<&str>, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn finish_rotation(
+        &self,
+        id: i64,
+        status: RotationStatus,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Rotations not yet finished, oldest first (all jobs when `job` is `None`).
     async fn open_rotations(&self, job: Option<&str>) -> Result<Vec<RotationRecord>, StoreError>;
 
@@ -146,7 +213,12 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_actions(&self, job: &str) -> Result<Vec<ActionRecord>, StoreError>;
     async fn complete_action(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Records a failed attempt and when to try again.
-    async fn retry_action(&self, id: i64, error: &str, next_at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn retry_action(
+        &self,
+        id: i64,
+        error: &str,
+        next_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     // ---- alert outbox ----------------------------------------------------------------------
 
@@ -158,12 +230,53 @@ pub trait Store: Send + Sync + 'static {
     /// Queues one notification of an alert for one sink.
     async fn enqueue_delivery(&self, delivery: &NewDelivery) -> Result<i64, StoreError>;
     /// Claims up to `limit` deliveries that are due (pending, `next_attempt_at <= now`) for
-    /// `claimer` until `lease_until`, so that two workers never send the same one.
-    async fn claim_deliveries(&self, claimer: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: u32) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// `claimer` until `lease_until`, so that two workers never send the same one. A claimed
+    /// delivery is not due again before its lease ends (so a crashed worker's claims come back),
+    /// and each claim counts as an attempt: the returned records already carry the incremented
+    /// `attempts`. Oldest due first.
+    async fn claim_deliveries(
+        &self,
+        claimer: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
     async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
-    async fn mark_delivery_failed(&self, id: i64, error: &str, next_attempt_at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records a failed attempt (error text scrubbed) and releases the claim until
+    /// `next_attempt_at`.
+    async fn mark_delivery_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Deliveries not yet sent.
     async fn queued_deliveries(&self) -> Result<u64, StoreError>;
     /// Every delivery of an alert, oldest first.
     async fn deliveries(&self, fingerprint: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://steward:s3cr%40t@db:5432/state"),
+            "postgres://steward:[redacted]@db:5432/state"
+        );
+        assert_eq!(
+            redact_url("postgres://steward@db:5432/state"),
+            "postgres://steward@db:5432/state"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/x.db"),
+            "sqlite:///var/lib/x.db"
+        );
+        assert_eq!(
+            redact_url("postgres://steward:pw@[bad-host/state"),
+            "postgres://[redacted]@[bad-host/state"
+        );
+    }
 }
