@@ -6,10 +6,18 @@
 //! URL scheme in [`open`]. Migrations live in `migrations/sqlite` and `migrations/postgres` with
 //! matching file names and are applied on open. Times are kept as Unix milliseconds.
 //!
-//! The store must never hold a secret value: callers pass identifiers, versions, times and
-//! error texts that have already been scrubbed.
+//! The store never stores a secret value — no table has a column meant for one: callers pass
+//! identifiers, versions, times and error texts that have already been scrubbed. The PostgreSQL
+//! password is handed over separately as a `SecretString` and never reaches a log, an error or a
+//! `Debug` output.
+//!
+//! Both backends run the very same SQL (`$N` placeholders, `INSERT … ON CONFLICT`, `RETURNING`),
+//! written once in the private `queries` module; only the open/connect code and the schema
+//! files differ. Enums are stored as their `as_str` text; times are truncated to the millisecond.
 
 pub mod postgres;
+mod queries;
+mod rows;
 pub mod sqlite;
 mod types;
 
@@ -36,6 +44,10 @@ pub enum StoreError {
     /// one SQLite file).
     #[error("state store {0}")]
     InUse(String),
+    /// A stored row does not decode into a record (unknown enum text, out-of-range number): the
+    /// database was changed by something other than vault-steward.
+    #[error("state store holds an invalid value: {0}")]
+    Corrupt(String),
     /// Filesystem trouble creating or securing the SQLite file.
     #[error("state store file {path}: {source}")]
     Io {
@@ -72,14 +84,35 @@ pub async fn open(
     }
 }
 
+/// Like [`open`], for the daemon: a SQLite store is opened with
+/// [`SqliteStore::open_exclusive`](sqlite::SqliteStore::open_exclusive), so a second daemon on the
+/// same file fails with [`StoreError::InUse`] (short CLI commands keep using [`open`]). PostgreSQL
+/// is meant to be shared by several instances and is opened as usual.
+pub async fn open_exclusive(
+    url: &str,
+    password: Option<&secrecy::SecretString>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open_exclusive(url).await?))
+    } else {
+        open(url, password).await
+    }
+}
+
 /// A URL with any password replaced, fit for messages.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("[redacted]"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+        Ok(mut u) if u.password().is_some() => match u.set_password(Some("REDACTED")) {
+            // The URL encoder would escape the brackets of the usual marker.
+            Ok(()) => u.to_string().replacen(":REDACTED@", ":[redacted]@", 1),
+            Err(()) => "[url with password]".to_string(),
+        },
+        Ok(_) => url.to_string(),
+        // Unparsable: hide all user information rather than guess where a password ends.
+        Err(_) => match (url.split_once("://"), url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => format!("{scheme}://[redacted]{}", &url[at..]),
+            _ => url.to_string(),
+        },
     }
 }
 
@@ -110,7 +143,9 @@ pub trait Store: Send + Sync + 'static {
     /// The newest runs of a job, newest first.
     async fn recent_runs(&self, job: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     /// Marks every run that started and never finished (the process died) as
-    /// `RunOutcome::Interrupted` at `now`; returns them.
+    /// `RunOutcome::Interrupted` at `now`; returns them. Meant for start-up; should the run in fact
+    /// still be going in another process (a CLI command, another instance), its own
+    /// [`finish_run`](Store::finish_run) later overwrites the mark with the real outcome.
     async fn close_interrupted_runs(
         &self,
         now: DateTime<Utc>,
@@ -119,7 +154,8 @@ pub trait Store: Send + Sync + 'static {
     // ---- locks -----------------------------------------------------------------------------
 
     /// Takes the job's lock for `holder` until `expires_at`, if it is free, expired, or already
-    /// `holder`'s. Returns whether `holder` now holds it.
+    /// `holder`'s. Returns whether `holder` now holds it. Atomic in the database, so safe between
+    /// processes; `acquired_at` is kept when `holder` re-takes a lock it still holds.
     async fn try_lock(
         &self,
         job: &str,
@@ -194,7 +230,10 @@ pub trait Store: Send + Sync + 'static {
     /// Queues one notification of an alert for one sink.
     async fn enqueue_delivery(&self, delivery: &NewDelivery) -> Result<i64, StoreError>;
     /// Claims up to `limit` deliveries that are due (pending, `next_attempt_at <= now`) for
-    /// `claimer` until `lease_until`, so that two workers never send the same one.
+    /// `claimer` until `lease_until`, so that two workers never send the same one. A claimed
+    /// delivery is not due again before its lease ends (so a crashed worker's claims come back),
+    /// and each claim counts as an attempt: the returned records already carry the incremented
+    /// `attempts`. Oldest due first.
     async fn claim_deliveries(
         &self,
         claimer: &str,
@@ -203,6 +242,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
     async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records a failed attempt (error text scrubbed) and releases the claim until
+    /// `next_attempt_at`.
     async fn mark_delivery_failed(
         &self,
         id: i64,
@@ -213,4 +254,29 @@ pub trait Store: Send + Sync + 'static {
     async fn queued_deliveries(&self) -> Result<u64, StoreError>;
     /// Every delivery of an alert, oldest first.
     async fn deliveries(&self, fingerprint: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://steward:s3cr%40t@db:5432/state"),
+            "postgres://steward:[redacted]@db:5432/state"
+        );
+        assert_eq!(
+            redact_url("postgres://steward@db:5432/state"),
+            "postgres://steward@db:5432/state"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/x.db"),
+            "sqlite:///var/lib/x.db"
+        );
+        assert_eq!(
+            redact_url("postgres://steward:pw@[bad-host/state"),
+            "postgres://[redacted]@[bad-host/state"
+        );
+    }
 }

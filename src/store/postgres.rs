@@ -1,16 +1,73 @@
-//! The postgres backend of the [`Store`](super::Store).
+//! The PostgreSQL backend of the [`Store`](super::Store), for several vault-steward instances
+//! sharing one state.
+//!
+//! Owns connecting: the URL (`postgres://user@host:port/db`) carries no secret; the password, if
+//! any, is handed over separately as a [`SecretString`] and goes only into the connection
+//! options, which are never logged or printed (this type's `Debug` shows the URL without
+//! password). Migrations run under sqlx's advisory lock, so instances starting together are
+//! safe. The queries are shared with SQLite (see `queries`); delivery claims add `FOR UPDATE SKIP
+//! LOCKED` so concurrent instances never claim the same row.
 
-use super::StoreError;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
 
-/// State store on postgres.
-pub struct PostgresStore {}
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-impl PostgresStore {
-    pub async fn open(
-        url: &str,
-        password: Option<&secrecy::SecretString>,
-    ) -> Result<Self, StoreError> {
-        let _ = url;
-        todo!("store helper implements this")
+use super::queries::impl_store;
+use super::{StoreError, redact_url};
+
+const MAX_CONNECTIONS: u32 = 5;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State store on PostgreSQL.
+pub struct PostgresStore {
+    pool: PgPool,
+    /// The URL as given, any password in it replaced: for `Debug` and messages.
+    url: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.url)
+            .finish()
     }
 }
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://` or `postgresql://`), with `password` if given (it wins
+    /// over one in the URL), and applies migrations.
+    pub async fn open(url: &str, password: Option<&SecretString>) -> Result<Self, StoreError> {
+        let redacted = redact_url(url);
+        // Parse errors from sqlx never quote the URL, but say which one it was ourselves.
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?
+            .application_name("vault-steward");
+        if let Some(password) = password {
+            options = options.password(password.expose_secret());
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore {
+            pool,
+            url: redacted,
+        })
+    }
+
+    /// Closes the pool's connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl_store!(
+    PostgresStore,
+    backend = "postgres",
+    claim_lock = "FOR UPDATE SKIP LOCKED"
+);
