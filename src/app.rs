@@ -102,6 +102,11 @@ fn jobs(cfg: &Config) -> Result<Vec<Arc<EngineJob>>, Failure> {
 }
 
 async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> {
+    open_store_as(cfg, false).await
+}
+
+/// Opens the state store; `exclusive` (the daemon) also refuses a SQLite file another daemon uses.
+async fn open_store_as(cfg: &Config, exclusive: bool) -> Result<Arc<dyn Store>, Failure> {
     let password = match &cfg.state.password {
         Some(source) => Some(
             source
@@ -110,8 +115,15 @@ async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> {
         ),
         None => None,
     };
-    store::open(&cfg.state.url, password.as_ref())
-        .await
+    let opened = if exclusive {
+        store::open_exclusive(&cfg.state.url, password.as_ref()).await
+    } else {
+        store::open(&cfg.state.url, password.as_ref()).await
+    };
+    if let Err(e @ store::StoreError::InUse(_)) = &opened {
+        return Err(Failure::Usage(e.to_string()));
+    }
+    opened
         .with_context(|| {
             format!(
                 "opening the state store {}",
@@ -132,7 +144,7 @@ async fn connect_vault(cfg: &Config) -> Result<Arc<VaultSession>, Failure> {
 
 async fn run(cfg: Config) -> Result<ExitCode, Failure> {
     let jobs = jobs(&cfg)?;
-    let store = open_store(&cfg).await?;
+    let store = open_store_as(&cfg, true).await?;
     let metrics = Arc::new(Metrics::new().context("building metrics")?);
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();

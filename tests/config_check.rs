@@ -490,16 +490,13 @@ fn the_example_config_passes() {
         &root.join("config/steward.toml"),
         &[("VAULT_ROLE_ID", "example"), ("VAULT_SECRET_ID", "example")],
     );
-    // No config problem at all, whatever else happens.
+    // No config problem at all. Kinds this build cannot run yet are warnings, not errors.
     assert!(
-        !stderr.lines().any(|l| l.contains(".toml:")),
+        !stderr
+            .lines()
+            .any(|l| l.contains(".toml:") && !l.contains(": warning: ")),
         "the example config has problems:\n{stderr}"
     );
-    // The example has one job of every kind; until every kind is built, `check` refuses the
-    // ones this build lacks (after loading succeeded).
-    let unimplemented = stderr.contains("is not implemented in this version of vault-steward");
-    if !unimplemented {
-        assert_eq!(code, Some(0), "{stdout}{stderr}");
-        assert!(stdout.contains("configuration ok"), "{stdout}");
-    }
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("configuration ok"), "{stdout}");
 }

@@ -321,32 +321,62 @@ async fn tells_systemd_ready_watchdog_and_stopping() {
     let sock_str = sock_path.to_str().unwrap().to_string();
     let mut d = cfg.start(&[("NOTIFY_SOCKET", sock_str.as_str()), ("WATCHDOG_USEC", "1000000")]);
     let mut seen = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    let recv_until = |want: &'static str, seen: &mut Vec<String>, buf: &mut Vec<u8>| {
-        let sock = &sock;
-        async move {
-            tokio::time::timeout(Duration::from_secs(20), async {
-                loop {
-                    let n = sock.recv(buf).await.expect("recv");
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let hit = msg.lines().any(|l| l == want);
-                    seen.push(msg);
-                    if hit {
-                        return;
-                    }
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("no {want} from the daemon; got {seen:?}"));
-        }
-    };
-    recv_until("READY=1", &mut seen, &mut buf).await;
-    recv_until("WATCHDOG=1", &mut seen, &mut buf).await;
+    recv_until(&sock, "READY=1", &mut seen).await;
+    recv_until(&sock, "WATCHDOG=1", &mut seen).await;
     let pid = d.child.id().to_string();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    recv_until("STOPPING=1", &mut seen, &mut buf).await;
+    recv_until(&sock, "STOPPING=1", &mut seen).await;
     let status = d.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{status}");
     let kv = vault.kv_get(&format!("secret/{prefix}/api-key")).await.unwrap();
     record_canaries([kv.data["api_key"].as_str().unwrap()]);
+}
+
+/// Reads sd_notify datagrams until one has the line `want`.
+async fn recv_until(sock: &tokio::net::UnixDatagram, want: &str, seen: &mut Vec<String>) {
+    let mut buf = vec![0u8; 4096];
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let n = sock.recv(&mut buf).await.expect("recv");
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let hit = msg.lines().any(|l| l == want);
+            seen.push(msg);
+            if hit {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {want} from the daemon; got {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_sqlite_file_exits_2_naming_it() {
+    let vault = RootVault::new();
+    let prefix = unique("twice");
+    let token = scoped_token(&vault, &prefix).await;
+    let job = api_key_job("t1", &format!("secret/{prefix}/api-key"), "30d");
+    let first = DaemonConfig::new(&token, &job);
+    let mut d1 = first.start(&[]);
+    d1.ready().await;
+    let second = DaemonConfig::new(&token, &job);
+    let text = std::fs::read_to_string(second.path()).unwrap().replace(
+        second.state_db().to_str().unwrap(),
+        first.state_db().to_str().unwrap(),
+    );
+    std::fs::write(second.path(), text).unwrap();
+    let mut d2 = second.start(&[]);
+    let status = d2.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(2), "{}", d2.log());
+    assert!(
+        d2.log().contains(first.state_db().to_str().unwrap()),
+        "the message names the file: {}",
+        d2.log()
+    );
+    // The first one is unharmed.
+    assert_eq!(reqwest::get(d1.url("/readyz")).await.unwrap().status(), 200);
+    d1.terminate(Duration::from_secs(15)).await;
+    if let Some(kv) = vault.kv_get(&format!("secret/{prefix}/api-key")).await {
+        record_canaries([kv.data["api_key"].as_str().unwrap()]);
+    }
 }
