@@ -1,0 +1,166 @@
+//! Wiring for every command: load the config, open the store and the Vault session, start the
+//! engine and the HTTP server, and shut all of it down in order. Exit codes: 0 success, 1 a
+//! runtime failure, 2 bad config or usage.
+//!
+//! One file per group of commands: [`run`] (the daemon: tasks, shutdown, sd_notify),
+//! [`inspect`] (`check`, `plan`, `status`), [`rotate`]. Shared plumbing (opening the store,
+//! connecting to Vault, exit codes) lives here.
+
+mod inspect;
+mod rotate;
+mod run;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Config};
+use crate::engine::{self, EngineJob};
+use crate::job::JobContext;
+use crate::store::{self, Store};
+use crate::vault::VaultSession;
+
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for bad config or usage.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Why a command failed, which decides its exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Bad config or usage: exit 2.
+    Usage(String),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    crate::telemetry::init();
+    let cfg = match config::load(&cli.config) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // One crypto stack (ring) for every TLS client; a second install is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vault-steward: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, cfg));
+    // Do not wait for stray blocking tasks (e.g. a hung DNS lookup) at exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("vault-steward: {msg}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("vault-steward: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn dispatch(command: Command, cfg: Config) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Run => run::run(cfg).await,
+        Command::Check { connect } => inspect::check(cfg, connect).await,
+        Command::Plan => inspect::plan(cfg).await,
+        Command::Status { json } => inspect::status(cfg, json).await,
+        Command::Rotate { job, dry_run } => rotate::rotate(cfg, &job, dry_run).await,
+    }
+}
+
+pub(crate) fn jobs(cfg: &Config) -> Result<Vec<Arc<EngineJob>>, Failure> {
+    engine::build_jobs(cfg).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+pub(crate) async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> {
+    open_store_as(cfg, false).await
+}
+
+/// Opens the state store; `exclusive` (the daemon) also refuses a SQLite file another daemon uses.
+pub(crate) async fn open_store_as(cfg: &Config, exclusive: bool) -> Result<Arc<dyn Store>, Failure> {
+    let password = match &cfg.state.password {
+        Some(source) => Some(
+            source
+                .read()
+                .map_err(|e| Failure::Usage(format!("[state] password: {e}")))?,
+        ),
+        None => None,
+    };
+    let opened = if exclusive {
+        store::open_exclusive(&cfg.state.url, password.as_ref()).await
+    } else {
+        store::open(&cfg.state.url, password.as_ref()).await
+    };
+    if let Err(e @ store::StoreError::InUse(_)) = &opened {
+        return Err(Failure::Usage(e.to_string()));
+    }
+    opened
+        .with_context(|| {
+            format!(
+                "opening the state store {}",
+                store::redact_url(&cfg.state.url)
+            )
+        })
+        .map_err(Failure::Runtime)
+}
+
+pub(crate) async fn connect_vault(cfg: &Config) -> Result<Arc<VaultSession>, Failure> {
+    VaultSession::connect(&cfg.vault)
+        .await
+        .with_context(|| format!("connecting to Vault at {}", cfg.vault.address))
+        .map_err(Failure::Runtime)
+}
+
+pub(crate) fn e_text(f: &Failure) -> String {
+    match f {
+        Failure::Usage(m) => m.clone(),
+        Failure::Runtime(e) => format!("{e:#}"),
+    }
+}
+
+pub(crate) fn context(
+    job: &EngineJob,
+    vault: &Arc<VaultSession>,
+    store: &Arc<dyn Store>,
+    cancel: CancellationToken,
+) -> JobContext {
+    JobContext {
+        job: job.config.name.clone(),
+        vault: vault.clone(),
+        store: store.clone(),
+        cancel,
+    }
+}
+

@@ -1,0 +1,172 @@
+//! `run`: the daemon in the foreground. Binds HTTP first (so `/healthz` answers while Vault is
+//! still unreachable), logs in with retries, starts the token keep-alive and the engine, tells
+//! systemd READY / WATCHDOG / STOPPING, and on SIGTERM/SIGINT stops everything within bounds.
+
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Failure, jobs, open_store_as};
+use crate::config::Config;
+use crate::engine::{self, Engine};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::vault::VaultSession;
+
+
+pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
+    let jobs = jobs(&cfg)?;
+    let store = open_store_as(&cfg, true).await?;
+    let metrics = Arc::new(Metrics::new().context("building metrics")?);
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(watch_signals(cancel.clone()));
+
+    let listener = http::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("binding [http] listen = {}", cfg.http.listen))?;
+    if let Some(addr) = http::local_addr(&listener) {
+        tracing::info!(%addr, "serving /metrics /healthz /readyz");
+    }
+    let vault_cell = Arc::new(OnceLock::new());
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        http::HttpState {
+            metrics: metrics.clone(),
+            store: store.clone(),
+            vault: vault_cell.clone(),
+        },
+        cancel.clone(),
+    ));
+
+    let Some(vault) = connect_until_ready(&cfg, &cancel).await else {
+        return finish(cancel, tasks, http_task).await;
+    };
+    let _ = vault_cell.set(vault.clone());
+    tasks.spawn(vault.clone().keep_alive(cancel.clone()));
+
+    let engine = Arc::new(Engine::new(&cfg, jobs, store, vault, metrics));
+    tasks.spawn(watchdog(engine.clone(), cancel.clone()));
+    let engine_task = tokio::spawn(engine.clone().run(cancel.clone()));
+    notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(jobs = engine.jobs.len(), "vault-steward started");
+
+    let engine_result = engine_task.await;
+    cancel.cancel();
+    let code = finish(cancel, tasks, http_task).await?;
+    match engine_result {
+        Ok(Ok(())) => Ok(code),
+        Ok(Err(e)) => Err(Failure::Runtime(
+            anyhow::Error::new(e).context("engine stopped"),
+        )),
+        Err(e) => Err(Failure::Runtime(anyhow::anyhow!("engine task failed: {e}"))),
+    }
+}
+
+/// Logs in, retrying with backoff while Vault is unreachable or refuses us; `None` if cancelled.
+async fn connect_until_ready(
+    cfg: &Config,
+    cancel: &CancellationToken,
+) -> Option<Arc<VaultSession>> {
+    let mut failures = 0u32;
+    loop {
+        match VaultSession::connect(&cfg.vault).await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                failures += 1;
+                let delay = engine::backoff::retry_delay(
+                    failures,
+                    Duration::from_secs(1),
+                    Duration::from_secs(60),
+                    &mut rand::rng(),
+                );
+                tracing::error!(error = %e, retry_in_s = delay.as_secs_f64(), "cannot log in to Vault yet");
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn finish(
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<ExitCode, Failure> {
+    notify(&[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within 10s");
+    }
+    match http_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(Failure::Runtime(
+                anyhow::Error::new(e).context("http server"),
+            ));
+        }
+        Err(e) => {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "http server task failed: {e}"
+            )));
+        }
+    }
+    tracing::info!("vault-steward stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn watch_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+}
+
+/// Pings the systemd watchdog while the engine loop keeps ticking.
+async fn watchdog(engine: Arc<Engine>, cancel: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let period = interval / 2;
+    let stale_ms = (interval.as_millis() as i64).max(10_000);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        if Utc::now().timestamp_millis() - engine.last_tick_ms() < stale_ms {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::error!("engine loop stalled; withholding the watchdog ping");
+        }
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify");
+    }
+}
+
