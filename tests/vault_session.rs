@@ -890,3 +890,112 @@ async fn token_method_rereads_the_source_when_the_token_dies() {
     .await;
     keep_alive.stop().await;
 }
+
+// ---- TLS with a custom CA ----------------------------------------------------------------------
+
+/// A throwaway in-memory OpenBao in `-dev-tls` mode: it generates its own CA and serves HTTPS
+/// with a certificate from it. Killed (by its PID, through the child handle) when dropped.
+struct DevTlsBao {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    address: String,
+}
+
+impl DevTlsBao {
+    const ROOT_TOKEN: &str = "vs-dev-tls-root";
+
+    async fn start() -> DevTlsBao {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
+        let child = std::process::Command::new(common::env("VS_TEST_BAO_BIN"))
+            .arg("server")
+            .arg("-dev")
+            .arg("-dev-tls")
+            .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-root-token-id={}", Self::ROOT_TOKEN))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start bao -dev-tls");
+        let bao = DevTlsBao {
+            child,
+            address: format!("https://127.0.0.1:{port}"),
+            dir,
+        };
+        let ca = bao.ca();
+        common::wait_until(Duration::from_secs(30), "bao -dev-tls to listen", || {
+            let ca = ca.clone();
+            async move {
+                ca.exists()
+                    && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
+            }
+        })
+        .await;
+        bao
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("vault-ca.pem")
+    }
+}
+
+impl Drop for DevTlsBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn tls_with_a_custom_ca() {
+    init_logging();
+    vault_steward::vault::install_crypto_provider();
+    let bao = DevTlsBao::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = token_auth(dir.path(), DevTlsBao::ROOT_TOKEN);
+
+    // Without the CA the server's certificate is not trusted.
+    let err = VaultSession::connect(&config(&bao.address, auth.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, VaultError::Unreachable(m) if m.contains("certificate")),
+        "{err}"
+    );
+
+    let mut cfg = config(&bao.address, auth);
+    cfg.ca_cert = Some(bao.ca());
+    let session = VaultSession::connect(&cfg)
+        .await
+        .expect("https with the custom CA");
+    assert_eq!(session.address(), bao.address);
+    // The dev server's kv-v2 mount upgrades asynchronously: the first write may be refused.
+    let s = &session;
+    common::wait_until(
+        Duration::from_secs(10),
+        "a KV write over https",
+        || async move {
+            s.kv_write("secret/tls/check", &kv(&[("ok", "yes")]), 0)
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let read = session.kv_read("secret/tls/check").await.unwrap().unwrap();
+    assert_eq!(plain(&read.data)["ok"], "yes");
+    // Raw requests share the client and its CA.
+    let health = session
+        .send(reqwest::Method::GET, "sys/health", |r| r)
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
