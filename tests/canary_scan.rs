@@ -37,6 +37,13 @@ fn no_secret_value_appears_in_any_log_or_state_file() {
             );
         }
     }
-    assert!(files >= 3, "only {files} files scanned in {}", dir.display());
-    println!("scanned {files} files ({bytes} bytes) for {} canaries: clean", canaries.len());
+    assert!(
+        files >= 3,
+        "only {files} files scanned in {}",
+        dir.display()
+    );
+    println!(
+        "scanned {files} files ({bytes} bytes) for {} canaries: clean",
+        canaries.len()
+    );
 }

@@ -42,7 +42,11 @@ format = "hex:24"
 async fn version_stays(vault: &RootVault, path: &str, version: u64, for_: Duration) {
     let deadline = std::time::Instant::now() + for_;
     while std::time::Instant::now() < deadline {
-        assert_eq!(vault.current_version(path).await, version, "{path} changed unexpectedly");
+        assert_eq!(
+            vault.current_version(path).await,
+            version,
+            "{path} changed unexpectedly"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -67,7 +71,10 @@ async fn rotates_every_interval_with_metadata_and_readable_history() {
     let last = vault.current_version(&path).await;
     let mut values = Vec::new();
     for v in 1..=last {
-        let kv = vault.kv_get_version(&path, Some(v)).await.expect("version readable");
+        let kv = vault
+            .kv_get_version(&path, Some(v))
+            .await
+            .expect("version readable");
         assert_eq!(kv.version, v);
         let key = kv.data["api_key"].as_str().expect("api_key").to_string();
         assert_eq!(key.len(), 48, "hex:24 is 48 hex digits");
@@ -78,12 +85,18 @@ async fn rotates_every_interval_with_metadata_and_readable_history() {
     let mut distinct = values.clone();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(distinct.len(), values.len(), "every rotation writes a new value");
+    assert_eq!(
+        distinct.len(),
+        values.len(),
+        "every rotation writes a new value"
+    );
 
-    let md = vault.kv_metadata(&path).await;
+    let md = vault.kv_metadata(&path).await.expect("metadata");
     assert_eq!(md["custom_metadata"]["rotated_by"], "vault-steward");
     assert_eq!(md["custom_metadata"]["rotation_job"], "k1");
-    let at = md["custom_metadata"]["rotated_at"].as_str().expect("rotated_at");
+    let at = md["custom_metadata"]["rotated_at"]
+        .as_str()
+        .expect("rotated_at");
     assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
 
     for v in &values {
@@ -97,7 +110,10 @@ async fn fresh_secret_is_adopted_not_rotated_and_status_shows_next_due() {
     let prefix = unique("fresh");
     let path = format!("secret/{prefix}/api-key");
     vault
-        .kv_put(&path, serde_json::json!({ "api_key": "hand-written-fresh-value-1", "owner": "team-a" }))
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "hand-written-fresh-value-1", "owner": "team-a" }),
+        )
         .await;
     record_canaries(["hand-written-fresh-value-1"]);
     let created = vault.kv_get(&path).await.expect("seeded").created_time;
@@ -106,17 +122,27 @@ async fn fresh_secret_is_adopted_not_rotated_and_status_shows_next_due() {
     let mut d = cfg.start(&[]);
     d.ready().await;
     wait_until(Duration::from_secs(10), "the first run", || async {
-        d.metrics()
-            .await
-            .contains(r#"vault_steward_job_runs_total{job="fresh",kind="api-key",outcome="success"} 1"#)
+        d.metrics().await.contains(
+            r#"vault_steward_job_runs_total{job="fresh",kind="api-key",outcome="success"} 1"#,
+        )
     })
     .await;
-    assert_eq!(vault.current_version(&path).await, 1, "a fresh secret is not rotated");
+    assert_eq!(
+        vault.current_version(&path).await,
+        1,
+        "a fresh secret is not rotated"
+    );
 
     let metrics = d.metrics().await;
-    let next = metric_value(&metrics, r#"vault_steward_job_next_run_timestamp_seconds{job="fresh",kind="api-key"}"#);
+    let next = metric_value(
+        &metrics,
+        r#"vault_steward_job_next_run_timestamp_seconds{job="fresh",kind="api-key"}"#,
+    );
     let expected = (created + chrono::Duration::days(30)).timestamp() as f64;
-    assert!((next - expected).abs() < 2.0, "next run {next} vs {expected}");
+    assert!(
+        (next - expected).abs() < 2.0,
+        "next run {next} vs {expected}"
+    );
     let age = metric_value(&metrics, r#"vault_steward_secret_age_seconds{job="fresh"}"#);
     assert!((0.0..120.0).contains(&age), "age {age}");
 
@@ -151,7 +177,12 @@ async fn killed_between_write_and_record_the_restart_does_not_rotate_again() {
     let vault = RootVault::new();
     let prefix = unique("crash");
     let path = format!("secret/{prefix}/api-key");
-    vault.kv_put(&path, serde_json::json!({ "api_key": "old-value-before-crash" })).await;
+    vault
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "old-value-before-crash" }),
+        )
+        .await;
     record_canaries(["old-value-before-crash"]);
     let token = scoped_token(&vault, &prefix).await;
     // Due at once (`every` is shorter than the secret's age by the time the daemon starts).
@@ -160,20 +191,31 @@ async fn killed_between_write_and_record_the_restart_does_not_rotate_again() {
     let mut d = cfg.start(&[("VAULT_STEWARD_FAILPOINT", "api-key-after-write")]);
     let status = d.wait_exit(Duration::from_secs(20)).await;
     assert!(!status.success(), "the failpoint aborts the process");
-    assert_eq!(vault.current_version(&path).await, 2, "the write happened before the crash");
+    assert_eq!(
+        vault.current_version(&path).await,
+        2,
+        "the write happened before the crash"
+    );
 
     // Restart with a long interval: the fresh version 2 (KV truth) is adopted, not rotated again.
-    std::fs::write(cfg.dir.path().join("jobs/test.toml"), api_key_job("crash", &path, "1h")).unwrap();
+    std::fs::write(
+        cfg.dir.path().join("jobs/test.toml"),
+        api_key_job("crash", &path, "1h"),
+    )
+    .unwrap();
     let mut d = cfg.start(&[]);
     d.ready().await;
     wait_until(Duration::from_secs(10), "the resumed run", || async {
-        d.metrics()
-            .await
-            .contains(r#"vault_steward_job_runs_total{job="crash",kind="api-key",outcome="success"} 1"#)
+        d.metrics().await.contains(
+            r#"vault_steward_job_runs_total{job="crash",kind="api-key",outcome="success"} 1"#,
+        )
     })
     .await;
     version_stays(&vault, &path, 2, Duration::from_secs(2)).await;
-    assert!(d.log().contains("interrupted"), "the crashed run is recorded as interrupted");
+    assert!(
+        d.log().contains("interrupted"),
+        "the crashed run is recorded as interrupted"
+    );
     let kv = vault.kv_get(&path).await.unwrap();
     record_canaries([kv.data["api_key"].as_str().unwrap()]);
     d.terminate(Duration::from_secs(15)).await;
@@ -248,7 +290,12 @@ async fn metrics_pass_promtool_and_health_endpoints_answer() {
         .expect("promtool");
     {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -285,9 +332,9 @@ path "secret/metadata/{prefix}/*" {{ capabilities = ["read"] }}"#
     let mut d = cfg.start(&[]);
     d.ready().await;
     wait_until(Duration::from_secs(15), "two failed runs", || async {
-        d.metrics()
-            .await
-            .contains(r#"vault_steward_job_runs_total{job="denied",kind="api-key",outcome="failure"} 2"#)
+        d.metrics().await.contains(
+            r#"vault_steward_job_runs_total{job="denied",kind="api-key",outcome="failure"} 2"#,
+        )
     })
     .await;
     assert_eq!(vault.current_version(&path).await, 0, "nothing written");
@@ -319,16 +366,25 @@ async fn tells_systemd_ready_watchdog_and_stopping() {
     let sock_path = cfg.dir.path().join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).expect("notify socket");
     let sock_str = sock_path.to_str().unwrap().to_string();
-    let mut d = cfg.start(&[("NOTIFY_SOCKET", sock_str.as_str()), ("WATCHDOG_USEC", "1000000")]);
+    let mut d = cfg.start(&[
+        ("NOTIFY_SOCKET", sock_str.as_str()),
+        ("WATCHDOG_USEC", "1000000"),
+    ]);
     let mut seen = Vec::new();
     recv_until(&sock, "READY=1", &mut seen).await;
     recv_until(&sock, "WATCHDOG=1", &mut seen).await;
     let pid = d.child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     recv_until(&sock, "STOPPING=1", &mut seen).await;
     let status = d.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{status}");
-    let kv = vault.kv_get(&format!("secret/{prefix}/api-key")).await.unwrap();
+    let kv = vault
+        .kv_get(&format!("secret/{prefix}/api-key"))
+        .await
+        .unwrap();
     record_canaries([kv.data["api_key"].as_str().unwrap()]);
 }
 

@@ -13,7 +13,6 @@ use crate::engine;
 use crate::store;
 use crate::vault::VaultSession;
 
-
 pub(super) async fn check(cfg: Config, connect: bool) -> Result<ExitCode, Failure> {
     // The configuration is valid whatever this build can run; kinds it lacks are reported, and
     // `run` refuses them.
@@ -76,7 +75,6 @@ pub(super) async fn check(cfg: Config, connect: bool) -> Result<ExitCode, Failur
         ExitCode::from(EXIT_FAILURE)
     })
 }
-
 
 pub(super) async fn status(cfg: Config, json: bool) -> Result<ExitCode, Failure> {
     let jobs = jobs(&cfg)?;
@@ -170,4 +168,3 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         line(row.iter().map(String::as_str).collect());
     }
 }
-

@@ -109,7 +109,10 @@ pub(crate) async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> 
 }
 
 /// Opens the state store; `exclusive` (the daemon) also refuses a SQLite file another daemon uses.
-pub(crate) async fn open_store_as(cfg: &Config, exclusive: bool) -> Result<Arc<dyn Store>, Failure> {
+pub(crate) async fn open_store_as(
+    cfg: &Config,
+    exclusive: bool,
+) -> Result<Arc<dyn Store>, Failure> {
     let password = match &cfg.state.password {
         Some(source) => Some(
             source
@@ -163,4 +166,3 @@ pub(crate) fn context(
         cancel,
     }
 }
-

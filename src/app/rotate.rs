@@ -15,7 +15,6 @@ use crate::job::RunRequest;
 use crate::metrics::Metrics;
 use crate::store::RunTrigger;
 
-
 pub(super) async fn rotate(cfg: Config, name: &str, dry_run: bool) -> Result<ExitCode, Failure> {
     let jobs = jobs(&cfg)?;
     let Some(job) = jobs.iter().find(|j| j.config.name == name).cloned() else {

@@ -18,7 +18,6 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::vault::VaultSession;
 
-
 pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
     let jobs = jobs(&cfg)?;
     let store = open_store_as(&cfg, true).await?;
@@ -169,4 +168,3 @@ fn notify(states: &[sd_notify::NotifyState]) {
         tracing::debug!(error = %e, "sd_notify");
     }
 }
-

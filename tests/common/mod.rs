@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -53,3 +54,22 @@ where
 
 pub mod daemon;
 pub mod vault;
+
+/// Writes `content` to `dir/name` with mode 0600 (replacing it atomically if it exists).
+pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .expect("create secret file");
+    file.write_all(content.as_bytes())
+        .expect("write secret file");
+    std::fs::rename(&tmp, &path).expect("rename secret file");
+    path
+}

@@ -30,6 +30,7 @@ fn metadata_path(path: &str) -> String {
 
 impl RootVault {
     pub fn new() -> RootVault {
+        vault_steward::vault::install_crypto_provider();
         let token_file = super::env("VS_TEST_VAULT_TOKEN_FILE");
         let token = std::fs::read_to_string(&token_file)
             .unwrap_or_else(|e| panic!("reading {token_file}: {e}"))
@@ -47,7 +48,12 @@ impl RootVault {
     }
 
     /// A raw request; returns (status, JSON body or Null).
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method, format!("{}/v1/{path}", self.addr))
@@ -64,9 +70,16 @@ impl RootVault {
     /// Writes a KV v2 version (no check-and-set); returns the new version.
     pub async fn kv_put(&self, path: &str, data: Value) -> u64 {
         let (status, body) = self
-            .call(reqwest::Method::POST, &data_path(path), Some(json!({ "data": data })))
+            .call(
+                reqwest::Method::POST,
+                &data_path(path),
+                Some(json!({ "data": data })),
+            )
             .await;
-        assert!(status == 200 || status == 204, "kv put {path}: {status} {body}");
+        assert!(
+            status == 200 || status == 204,
+            "kv put {path}: {status} {body}"
+        );
         body["data"]["version"].as_u64().expect("version")
     }
 
@@ -93,17 +106,19 @@ impl RootVault {
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .expect("created_time")
                 .with_timezone(&chrono::Utc),
-            data: body["data"]["data"].as_object().cloned().unwrap_or_default(),
+            data: body["data"]["data"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 
-    /// The secret's metadata (`custom_metadata`, `current_version`, …).
-    pub async fn kv_metadata(&self, path: &str) -> Value {
+    /// The secret's metadata (`custom_metadata`, `current_version`, …); `None` if missing.
+    pub async fn kv_metadata(&self, path: &str) -> Option<Value> {
         let (status, body) = self
             .call(reqwest::Method::GET, &metadata_path(path), None)
             .await;
-        assert_eq!(status, 200, "kv metadata {path}: {body}");
-        body["data"].clone()
+        (status == 200).then(|| body["data"].clone())
     }
 
     /// The current version number, 0 if the secret does not exist.
@@ -126,23 +141,107 @@ impl RootVault {
                 Some(json!({ "policy": hcl })),
             )
             .await;
-        assert!(status == 200 || status == 204, "policy {name}: {status} {body}");
+        assert!(
+            status == 200 || status == 204,
+            "policy {name}: {status} {body}"
+        );
     }
 
     /// Creates a token with these policies and TTL (e.g. "1h"); returns it.
     pub async fn create_token(&self, policies: &[&str], ttl: &str) -> String {
-        let (status, body) = self
+        self.token(json!({ "policies": policies, "ttl": ttl }))
+            .await
+            .0
+    }
+
+    /// Like [`call`](Self::call), panicking unless Vault answers 2xx.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let shown = format!("{method} {path}");
+        let (status, answer) = self.call(method, path, body).await;
+        assert!((200..300).contains(&status), "{shown}: {status} {answer}");
+        answer
+    }
+
+    /// Creates (or updates) AppRole `role` at `auth/approle` with `params` (token_ttl, …) and
+    /// returns a fresh (role_id, secret_id).
+    pub async fn approle(&self, role: &str, params: Value) -> (String, String) {
+        self.ok(
+            reqwest::Method::POST,
+            &format!("auth/approle/role/{role}"),
+            Some(params),
+        )
+        .await;
+        let role_id = self
+            .ok(
+                reqwest::Method::GET,
+                &format!("auth/approle/role/{role}/role-id"),
+                None,
+            )
+            .await["data"]["role_id"]
+            .as_str()
+            .expect("role_id")
+            .to_string();
+        let secret_id = self
+            .ok(
+                reqwest::Method::POST,
+                &format!("auth/approle/role/{role}/secret-id"),
+                None,
+            )
+            .await["data"]["secret_id"]
+            .as_str()
+            .expect("secret_id")
+            .to_string();
+        (role_id, secret_id)
+    }
+
+    /// Creates a token (`auth/token/create` with `params`); returns (token, accessor).
+    pub async fn token(&self, params: Value) -> (String, String) {
+        let answer = self
+            .ok(reqwest::Method::POST, "auth/token/create", Some(params))
+            .await;
+        let auth = &answer["auth"];
+        (
+            auth["client_token"]
+                .as_str()
+                .expect("client_token")
+                .to_string(),
+            auth["accessor"].as_str().expect("accessor").to_string(),
+        )
+    }
+
+    /// Looks a token up; `None` if Vault says it is not valid.
+    pub async fn lookup(&self, token: &str) -> Option<Value> {
+        let (status, answer) = self
             .call(
                 reqwest::Method::POST,
-                "auth/token/create",
-                Some(json!({ "policies": policies, "ttl": ttl, "no_default_policy": false })),
+                "auth/token/lookup",
+                Some(json!({ "token": token })),
             )
             .await;
-        assert_eq!(status, 200, "token create: {body}");
-        body["auth"]["client_token"]
-            .as_str()
-            .expect("client_token")
-            .to_string()
+        (status == 200).then(|| answer["data"].clone())
+    }
+
+    pub async fn revoke_accessor(&self, accessor: &str) {
+        self.ok(
+            reqwest::Method::POST,
+            "auth/token/revoke-accessor",
+            Some(json!({ "accessor": accessor })),
+        )
+        .await;
+    }
+
+    pub async fn enable_mount(&self, path: &str, body: Value) {
+        self.ok(
+            reqwest::Method::POST,
+            &format!("sys/mounts/{path}"),
+            Some(body),
+        )
+        .await;
+    }
+
+    pub async fn disable_mount(&self, path: &str) {
+        self.ok(reqwest::Method::DELETE, &format!("sys/mounts/{path}"), None)
+            .await;
     }
 }
 
