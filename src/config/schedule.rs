@@ -11,7 +11,8 @@ use croner::parser::{CronParser, Seconds, Year};
 #[derive(Clone)]
 pub struct Schedule {
     expr: String,
-    cron: Cron,
+    // Shared: a parsed pattern is large and schedules are cloned with job settings.
+    cron: std::sync::Arc<Cron>,
 }
 
 impl Schedule {
@@ -31,7 +32,7 @@ impl Schedule {
             .map_err(|e| format!("invalid cron `{expr}`: {e}"))?;
         Ok(Schedule {
             expr: expr.to_string(),
-            cron,
+            cron: std::sync::Arc::new(cron),
         })
     }
 
