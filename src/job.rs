@@ -139,6 +139,14 @@ pub trait Job: Send + Sync + 'static {
     /// Looks at the target without changing anything.
     async fn inspect(&self, ctx: &JobContext) -> Result<Inspection, JobError>;
 
+    /// Proves, changing nothing, that the job could do its work now: its paths exist and the
+    /// token's policy allows what the job needs (for `check --connect`). Defaults to
+    /// [`Job::inspect`]; kinds that write should also check their write access (e.g. with
+    /// `sys/capabilities-self`).
+    async fn preflight(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
+        self.inspect(ctx).await
+    }
+
     /// Does the work. Unless `req.force`, re-checks due-ness against the target and returns
     /// [`Work::Nothing`] when it is not due after all (e.g. a restart after a crash that happened
     /// between the write and its record).

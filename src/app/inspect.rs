@@ -61,7 +61,7 @@ pub(super) async fn check(cfg: Config, connect: bool) -> Result<ExitCode, Failur
     };
     for job in &jobs {
         let ctx = context(job, &vault, &store, CancellationToken::new());
-        match job.job.inspect(&ctx).await {
+        match job.job.preflight(&ctx).await {
             Ok(i) => println!("job {}: ok: {}", job.config.name, i.summary),
             Err(e) => {
                 failed += 1;
