@@ -54,14 +54,37 @@ impl DaemonConfig {
 
     /// As [`DaemonConfig::new`], with extra `steward.toml` text appended (e.g. an `[engine]`).
     pub fn with_extra(token: &str, jobs_toml: &str, extra: &str) -> DaemonConfig {
+        Self::build(Auth::Token(token), jobs_toml, extra)
+    }
+
+    /// A daemon that logs in with AppRole (`role_id`, `secret_id` written to 0600 files).
+    pub fn approle(role_id: &str, secret_id: &str, jobs_toml: &str) -> DaemonConfig {
+        Self::build(Auth::AppRole(role_id, secret_id), jobs_toml, "")
+    }
+
+    fn build(auth: Auth<'_>, jobs_toml: &str, extra: &str) -> DaemonConfig {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let name = unique("daemon");
         let http_port = free_port();
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, token).expect("token file");
-        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod token");
+        let write_secret = |name: &str, value: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, value).expect("secret file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod secret file");
+            path
+        };
+        let auth_toml = match auth {
+            Auth::Token(token) => format!(
+                "method = \"token\"\ntoken_file = \"{}\"",
+                write_secret("token", token).display()
+            ),
+            Auth::AppRole(role_id, secret_id) => format!(
+                "method = \"approle\"\nrole_id_file = \"{}\"\nsecret_id_file = \"{}\"",
+                write_secret("role-id", role_id).display(),
+                write_secret("secret-id", secret_id).display()
+            ),
+        };
         let state = log_dir().join(format!("{name}.db"));
         std::fs::create_dir_all(dir.path().join("jobs")).expect("jobs dir");
         std::fs::write(dir.path().join("jobs/test.toml"), jobs_toml).expect("job file");
@@ -69,8 +92,7 @@ impl DaemonConfig {
             r#"[vault]
 address = "{addr}"
 [vault.auth]
-method = "token"
-token_file = "{token}"
+{auth_toml}
 
 [state]
 url = "sqlite://{state}"
@@ -87,7 +109,6 @@ retry_max = "5s"
 {extra}
 "#,
             addr = super::env("VS_TEST_VAULT_ADDR"),
-            token = token_file.display(),
             state = state.display(),
         );
         std::fs::write(dir.path().join("steward.toml"), steward).expect("steward.toml");
@@ -160,6 +181,11 @@ fn append_log(name: &str, text: &str) {
     {
         let _ = f.write_all(text.as_bytes());
     }
+}
+
+enum Auth<'a> {
+    Token(&'a str),
+    AppRole(&'a str, &'a str),
 }
 
 /// A running daemon; killed on drop if still running.
