@@ -166,6 +166,28 @@ impl Sink for EmailSink {
         self.config.timeout.as_std() * 3
     }
 
+    async fn probe(&self) -> Result<String, SendError> {
+        let smtp = &self.config.smtp;
+        // Connects, greets, upgrades to TLS and logs in as a send would, then says NOOP.
+        match self.transport()?.test_connection().await {
+            Ok(true) => Ok(format!(
+                "SMTP {}:{} ({:?}{}) accepts a session",
+                smtp.host,
+                smtp.port,
+                smtp.security,
+                match &self.config.username {
+                    Some(u) => format!(", logged in as {u}"),
+                    None => String::new(),
+                }
+            )),
+            Ok(false) => Err(SendError::Retryable(format!(
+                "SMTP {}:{}: the session did not answer NOOP",
+                smtp.host, smtp.port
+            ))),
+            Err(e) => Err(self.describe(&e)),
+        }
+    }
+
     async fn send(&self, n: &Notification) -> Result<(), SendError> {
         let message = self.message(n)?;
         let transport = self.transport()?;

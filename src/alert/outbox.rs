@@ -28,8 +28,9 @@ use crate::engine::backoff::retry_delay;
 use crate::metrics::Metrics;
 use crate::store::{AlertStatus, DeliveryRecord, Store, StoreError};
 
-/// Deliveries claimed at once by one sink's loop.
-const BATCH: u32 = 10;
+/// Deliveries claimed at once by one sink's loop: one, so that a claim lasts only as long as its
+/// own send may take, and a crash mid-send delays that one notification by one lease at most.
+const BATCH: u32 = 1;
 /// How often an idle sink loop looks for new deliveries.
 const POLL: Duration = Duration::from_secs(1);
 /// Sent deliveries are kept this long (for `deliveries()` and post-mortems), then pruned.
@@ -118,8 +119,8 @@ impl Outbox {
         cancel: &CancellationToken,
     ) -> Result<usize, StoreError> {
         let now = Utc::now();
-        // Long enough for the whole batch to time out one by one: a claim must not lapse while
-        // this loop is still working through it.
+        // Long enough for the whole batch to time out: a claim must not lapse while this loop
+        // still works on it.
         let lease = now
             + chrono::Duration::from_std(sink.timeout() * BATCH + Duration::from_secs(30))
                 .unwrap_or(chrono::Duration::hours(1));

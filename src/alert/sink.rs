@@ -51,6 +51,9 @@ pub trait Sink: Send + Sync + 'static {
     fn timeout(&self) -> Duration;
     /// Sends one notification.
     async fn send(&self, n: &Notification) -> Result<(), SendError>;
+    /// Proves, sending no notification, that the sink can be reached (`check --connect`);
+    /// says what it saw.
+    async fn probe(&self) -> Result<String, SendError>;
     /// How often alerts that are still firing must be sent again for the receiver to keep them
     /// open (Alertmanager expires alerts that are not re-sent); `None` for most sinks.
     fn refresh_interval(&self) -> Option<Duration> {

@@ -213,6 +213,20 @@ impl Sink for WebhookSink {
         }
     }
 
+    async fn probe(&self) -> Result<String, SendError> {
+        // A HEAD posts nothing; any HTTP answer (often 404 or 405) proves the way there.
+        let (url, shown) = self.target()?;
+        let response = self
+            .http
+            .head(url.expose_secret())
+            .send()
+            .await
+            .map_err(|e| {
+                SendError::Retryable(format!("{shown}: {}", error_chain(&e.without_url())))
+            })?;
+        Ok(format!("{shown} answers (HEAD: {})", response.status()))
+    }
+
     fn refresh_interval(&self) -> Option<Duration> {
         (self.config.format == WebhookFormat::Alertmanager).then_some(ALERTMANAGER_REFRESH)
     }
