@@ -1123,3 +1123,39 @@ url = "{hook}"
     assert!(receiver.requests().iter().all(|h| h.body.is_empty()));
     assert!(!out.contains(&wrong) && !err.contains(&wrong));
 }
+
+/// A daemon started while Vault is down cannot log in, yet still reports it: `vault-health`
+/// needs no token, and the outbox does not wait for Vault.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_started_while_vault_is_down_reports_vault_unreachable() {
+    vault_steward::vault::install_crypto_provider();
+    let hook = HookReceiver::start(Mode::Ok).await;
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let job = unique("blind");
+    let jobs = format!(
+        "[[job]]\nname = \"{job}\"\nkind = \"vault-health\"\nschedule = \"*/2 * * * * *\"\n"
+    );
+    let extra = format!(
+        "[alerts]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n[[alerts.webhook]]\nname = \"hook\"\nurl = \"{}\"\n",
+        hook.url("/hook")
+    );
+    let cfg = DaemonConfig::with_extra("not-a-token-anywhere", &jobs, &extra);
+    let mut d = cfg.start(&[("VAULT_ADDR", nowhere.as_str())]);
+    wait_count(Duration::from_secs(20), "VaultUnreachable", 1, || {
+        generic_for(&hook, "VaultUnreachable", &job).len()
+    })
+    .await;
+    let v = generic_for(&hook, "VaultUnreachable", &job)[0].json();
+    assert_eq!(v["status"], "firing");
+    assert_eq!(v["details"]["address"], nowhere.as_str());
+    let ready = reqwest::get(d.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready without a Vault login");
+    assert_eq!(metric_now(&d, "vault_steward_vault_up").await, 0.0);
+    assert!(
+        d.log().contains("cannot log in to Vault yet"),
+        "{}",
+        d.log()
+    );
+    let status = d.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}\n{}", d.log());
+}

@@ -246,7 +246,7 @@ fn to_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// `sha256=` + hex HMAC-SHA256 of `body` under `key`.
+/// The hex HMAC-SHA256 of `body` under `key` (sent as `sha256=HEX`).
 pub fn sign(key: &[u8], body: &[u8]) -> String {
     // HMAC takes keys of any length.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
