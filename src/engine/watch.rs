@@ -1,9 +1,9 @@
 //! Alerts that come from the passing of time rather than from a run: the engine watches the
 //! persisted job states and raises or resolves
 //!
-//! - `RotationOverdue`, for every job whose cadence is an age (`every`): when its secret is
-//!   older than `every`, pushed to the job's next `window` opening if it has one, plus a margin
-//!   of a tenth of `every`, at most one day. A rotation normally happens the second it is due;
+//! - `RotationOverdue`, for every rotation job ([`ROTATION_KINDS`], cadence `every`): when its
+//!   secret is older than `every`, pushed to the job's next `window` opening if it has one, plus
+//!   a margin of a tenth of `every`, at most one day. A rotation normally happens the second it is due;
 //!   the margin leaves room for retries, so the alert means "rotation is failing or blocked",
 //!   not "rotation is due". A job whose secret age is unknown (never ran) is not overdue;
 //!   a disabled job is never overdue.
@@ -26,6 +26,9 @@ use crate::alert::{self, fingerprint};
 use crate::config::{Duration, Schedule};
 use crate::job::{AlertSignal, Cadence, Severity};
 use crate::store::{JobState, StoreError};
+
+/// The kinds that rotate a secret on an age (`every`); a reminder has its own `KeyTooOld`.
+pub const ROTATION_KINDS: [&str; 4] = ["api-key", "postgres", "mysql", "approle-secret-id"];
 
 /// The most a rotation may lag behind its due time before `RotationOverdue` fires.
 const MAX_OVERDUE_MARGIN: chrono::Duration = chrono::Duration::days(1);
@@ -101,7 +104,7 @@ impl Engine {
     ) -> Option<AlertSignal> {
         let name = &job.config.name;
         match &job.cadence {
-            Cadence::Age(every) => {
+            Cadence::Age(every) if ROTATION_KINDS.contains(&job.config.kind()) => {
                 let changed = state.and_then(|s| s.secret_changed_at)?;
                 let at = overdue_at(changed, *every, job.config.window.as_ref())?;
                 let firing = job.config.enabled && now >= at;
