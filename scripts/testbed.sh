@@ -390,7 +390,9 @@ write_env() {
         VS_TEST_MAILDIR "$STATE/maildir" \
         VS_TEST_LOG_DIR "$STATE/test-logs" \
         VS_TEST_AGE_BIN "$age" \
-        VS_TEST_PROMTOOL_BIN "$promtool"
+        VS_TEST_PROMTOOL_BIN "$promtool" \
+        VS_TEST_ALERTMANAGER_BIN "$(command -v prometheus-alertmanager)" \
+        VS_TEST_PYTHON "$VENV/bin/python"
     } > "$STATE/env.tmp"
   )
   mv "$STATE/env.tmp" "$STATE/env"
@@ -403,7 +405,7 @@ preflight() { # everything `up` needs, checked before anything starts
   [[ -x $VENV/bin/moto_server ]] || missing+=("$VENV/bin/moto_server")
   [[ -x $VENV/bin/python ]] && [[ -x "$(bao_bin 2> /dev/null)" ]] || missing+=(bao)
   pg_bindir > /dev/null || missing+=(initdb)
-  for t in age promtool curl flock runuser mariadb; do command -v "$t" > /dev/null || missing+=("$t"); done
+  for t in age promtool prometheus-alertmanager curl flock runuser mariadb; do command -v "$t" > /dev/null || missing+=("$t"); done
   ((${#missing[@]} == 0)) || die "missing: ${missing[*]}; run '$0 install' first"
 }
 

@@ -44,4 +44,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Alert sinks.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Send a test alert through every configured sink and report each result (exit 1 if any
+    /// failed).
+    Test,
 }

@@ -136,6 +136,13 @@ impl JobError {
 pub trait Job: Send + Sync + 'static {
     fn cadence(&self) -> Cadence;
 
+    /// Whether a run needs a valid Vault token. While the session has none (Vault down or
+    /// sealed at start, a revoked token), the engine does not start such jobs; a health check
+    /// that uses only unauthenticated endpoints still runs and reports.
+    fn needs_token(&self) -> bool {
+        true
+    }
+
     /// Looks at the target without changing anything.
     async fn inspect(&self, ctx: &JobContext) -> Result<Inspection, JobError>;
 

@@ -12,6 +12,8 @@
 //!   (lock, retry with backoff, timeout, record, metrics).
 //! - [`vault`] — the one shared Vault session: token/AppRole auth, renewal, KV v2.
 //! - [`job`] — the trait every job kind implements; [`rotate`] holds the kinds.
+//! - [`alert`] — incidents raised by the engine, the outbox that stores every notification
+//!   before it is sent, and the sinks that deliver them (email, webhooks).
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`; [`metrics`] names every metric.
 //! - [`telemetry`] — tracing setup.
 

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 const NS: &str = "vault_steward";
@@ -28,6 +28,16 @@ pub struct Metrics {
     pub build_info: GaugeVec,
     /// 1 when the session holds a valid Vault token.
     pub vault_authenticated: Gauge,
+    /// Notifications sent by sink and outcome (`success` or `failure` per attempt).
+    pub alerts_sent: IntCounterVec,
+    /// Notifications in the outbox not yet sent.
+    pub alerts_queued: IntGauge,
+    /// 1 when Vault answered its health check (registered at the first check).
+    vault_up: Gauge,
+    /// 1 when Vault answered that it is sealed (registered at the first check that knew).
+    vault_sealed: Gauge,
+    /// Which of `vault_up` / `vault_sealed` are registered yet.
+    vault_health_registered: Mutex<(bool, bool)>,
     /// job → when its secret last changed, for `secret_age_seconds` at scrape time.
     secret_changed: Mutex<HashMap<String, DateTime<Utc>>>,
 }
@@ -111,7 +121,28 @@ impl Metrics {
         registry.register(Box::new(job_consecutive_failures.clone()))?;
         registry.register(Box::new(secret_age.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
+        let alerts_sent = IntCounterVec::new(
+            opts(
+                "alerts_sent_total",
+                "Attempts to send a notification, by sink and outcome (success or failure).",
+            ),
+            &["sink", "outcome"],
+        )?;
+        let alerts_queued = IntGauge::with_opts(opts(
+            "alerts_queued",
+            "Notifications stored in the outbox and not yet sent.",
+        ))?;
+        let vault_up = Gauge::with_opts(opts(
+            "vault_up",
+            "1 when Vault answered the last health check (vault-health job), else 0.",
+        ))?;
+        let vault_sealed = Gauge::with_opts(opts(
+            "vault_sealed",
+            "1 when Vault reported itself sealed at the last health check, else 0.",
+        ))?;
         registry.register(Box::new(vault_authenticated.clone()))?;
+        registry.register(Box::new(alerts_sent.clone()))?;
+        registry.register(Box::new(alerts_queued.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
@@ -126,8 +157,46 @@ impl Metrics {
             secret_age,
             build_info,
             vault_authenticated,
+            alerts_sent,
+            alerts_queued,
+            vault_up,
+            vault_sealed,
+            vault_health_registered: Mutex::new((false, false)),
             secret_changed: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Makes a sink's series exist from the start (both outcomes at 0).
+    pub fn register_sink(&self, sink: &str) {
+        for outcome in ["success", "failure"] {
+            self.alerts_sent.with_label_values(&[sink, outcome]);
+        }
+    }
+
+    /// Records the outcome of a health check: whether Vault answered, and, when it did,
+    /// whether it is sealed (`None` when unknown). The two gauges appear at the first check that
+    /// sets them, so that a daemon without a `vault-health` job does not claim Vault is down.
+    pub fn set_vault_health(&self, up: bool, sealed: Option<bool>) {
+        let mut registered = self
+            .vault_health_registered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.vault_up.set(if up { 1.0 } else { 0.0 });
+        if !registered.0 {
+            registered.0 = self
+                .registry
+                .register(Box::new(self.vault_up.clone()))
+                .is_ok();
+        }
+        if let Some(sealed) = sealed {
+            self.vault_sealed.set(if sealed { 1.0 } else { 0.0 });
+            if !registered.1 {
+                registered.1 = self
+                    .registry
+                    .register(Box::new(self.vault_sealed.clone()))
+                    .is_ok();
+            }
+        }
     }
 
     /// Makes a job's series exist from the start (both outcomes at 0, no failures).
@@ -202,6 +271,33 @@ mod tests {
             r#"vault_steward_job_runs_total{job="k1",kind="api-key",outcome="failure"} 0"#
         ));
         assert!(text.contains(r#"vault_steward_build_info{version=""#));
+    }
+
+    #[test]
+    fn alert_and_vault_health_series() {
+        let m = Metrics::new().unwrap();
+        m.register_sink("mail");
+        let text = m.render(Utc::now());
+        assert!(
+            text.contains(r#"vault_steward_alerts_sent_total{outcome="failure",sink="mail"} 0"#)
+        );
+        assert!(
+            text.contains(r#"vault_steward_alerts_sent_total{outcome="success",sink="mail"} 0"#)
+        );
+        assert!(text.contains("vault_steward_alerts_queued 0"));
+        assert!(
+            !text.contains("vault_steward_vault_up"),
+            "not before a check"
+        );
+        m.set_vault_health(false, None);
+        let text = m.render(Utc::now());
+        assert!(text.contains("vault_steward_vault_up 0"), "{text}");
+        assert!(!text.contains("vault_steward_vault_sealed"));
+        m.set_vault_health(true, Some(true));
+        m.set_vault_health(true, Some(true));
+        let text = m.render(Utc::now());
+        assert!(text.contains("vault_steward_vault_up 1"), "{text}");
+        assert!(text.contains("vault_steward_vault_sealed 1"), "{text}");
     }
 
     #[test]

@@ -235,6 +235,124 @@ fn bad_webhook_format() {
     assert_error(&s, &s.config(), 16, 10, "unknown webhook format `teams`");
 }
 
+#[test]
+fn webhook_url_file_is_a_checked_secret_and_excludes_url() {
+    // Line 13 is the first line after STEWARD.
+    let s = Setup::new(&steward_with(
+        "[[alerts.webhook]]\nname = \"chat\"\nformat = \"slack\"\nurl_file = \"slack-url\"\n",
+    ));
+    assert_error(&s, &s.config(), 16, 12, "`url_file`: secret file ");
+    s.secret("slack-url", 0o644);
+    assert_error(&s, &s.config(), 16, 12, "is readable by other users");
+    s.secret("slack-url", 0o600);
+    let (code, stdout, stderr) = check(&s.config(), &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+
+    let s = Setup::new(&steward_with(
+        "[[alerts.webhook]]\nname = \"chat\"\nurl = \"https://h/x\"\nurl_file = \"u\"\n",
+    ));
+    s.secret("u", 0o600);
+    assert_error(
+        &s,
+        &s.config(),
+        16,
+        12,
+        "give either `url` or `url_file`, not both",
+    );
+    let s = Setup::new(&steward_with("[[alerts.webhook]]\nname = \"chat\"\n"));
+    assert_error(&s, &s.config(), 13, 1, "missing `url` (or `url_file`");
+}
+
+#[test]
+fn pagerduty_needs_its_routing_key_file_and_only_it_takes_one() {
+    let s = Setup::new(&steward_with(
+        "[[alerts.webhook]]\nname = \"pd\"\nformat = \"pagerduty\"\n",
+    ));
+    assert_error(&s, &s.config(), 13, 1, "missing `routing_key_file`");
+    let s = Setup::new(&steward_with(
+        "[[alerts.webhook]]\nname = \"pd\"\nformat = \"pagerduty\"\nrouting_key_file = \"rk\"\n",
+    ));
+    assert_error(&s, &s.config(), 16, 20, "`routing_key_file`: secret file ");
+    s.secret("rk", 0o600);
+    let (code, stdout, stderr) = check(&s.config(), &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the default URL is PagerDuty's: {stdout}{stderr}"
+    );
+    let s = Setup::new(&steward_with(
+        "[[alerts.webhook]]\nname = \"g\"\nurl = \"https://h/x\"\nrouting_key_file = \"rk\"\n",
+    ));
+    s.secret("rk", 0o600);
+    assert_error(
+        &s,
+        &s.config(),
+        16,
+        20,
+        "`routing_key_file` is only used with format = \"pagerduty\"",
+    );
+}
+
+#[test]
+fn smtp_url_security_and_auth_in_clear() {
+    let s = Setup::new(&STEWARD.replace("smtp://127.0.0.1:2525", "smtp://mx:25?tls=maybe"));
+    assert_error(&s, &s.config(), 10, 12, "unknown `tls=maybe`");
+    let s = Setup::new(&STEWARD.replace("smtp://127.0.0.1:2525", "smtps://mx?tls=required"));
+    assert_error(&s, &s.config(), 10, 12, "smtps:// is always TLS");
+    let s = Setup::new(&STEWARD.replace("smtp://127.0.0.1:2525", "smtp://alice@mx"));
+    assert_error(&s, &s.config(), 10, 12, "put the SMTP user in `username`");
+    // AUTH over a connection that may be plain, to another host: the password would travel in
+    // clear.
+    let auth = "username = \"steward\"\npassword_file = \"smtp-pw\"\n";
+    let s = Setup::new(&format!(
+        "{}{auth}",
+        STEWARD.replace("smtp://127.0.0.1:2525", "smtp://mail.example.com:587")
+    ));
+    s.secret("smtp-pw", 0o600);
+    assert_error(&s, &s.config(), 14, 17, "would send the password in clear");
+    // Loopback, or TLS required: fine.
+    for url in [
+        "smtp://127.0.0.1:2525",
+        "smtp://mail.example.com:587?tls=required",
+    ] {
+        let s = Setup::new(&format!(
+            "{}{auth}",
+            STEWARD.replace("smtp://127.0.0.1:2525", url)
+        ));
+        s.secret("smtp-pw", 0o600);
+        let (code, stdout, stderr) = check(&s.config(), &[]);
+        assert_eq!(code, Some(0), "{url}: {stdout}{stderr}");
+    }
+}
+
+#[test]
+fn alert_retry_bounds_ca_cert_and_timeout() {
+    // `[alerts]` goes before STEWARD's `[[alerts.email]]`.
+    let s = Setup::new(&format!(
+        "[alerts]\nretry_initial = \"1m\"\nretry_max = \"10s\"\n{STEWARD}"
+    ));
+    assert_error(
+        &s,
+        &s.config(),
+        3,
+        13,
+        "`retry_max` (10s) must not be shorter than `retry_initial` (1m)",
+    );
+    let s = Setup::new(&STEWARD.replace(
+        "to = [\"ops@example.com\"]\n",
+        "to = [\"ops@example.com\"]\nca_cert = \"no-such-ca.pem\"\ntimeout = \"soon\"\n",
+    ));
+    assert_error(
+        &s,
+        &s.config(),
+        13,
+        11,
+        "`ca_cert` has no effect without TLS",
+    );
+    assert_error(&s, &s.config(), 13, 11, "cannot read ");
+    assert_error(&s, &s.config(), 14, 11, "invalid duration `soon`");
+}
+
 // ---- job files -------------------------------------------------------------------------------
 
 const API_KEY_JOB: &str = r#"[[job]]

@@ -613,6 +613,8 @@ async fn deliveries_enqueue_claim_mark(f: &Fixture) {
         sink: sink.into(),
         kind,
         created_at: t(at),
+        summary: format!("queued at {at}"),
+        details: "{}".into(),
     };
     let mail = s
         .enqueue_delivery(&enqueue("mail", DeliveryKind::Firing, 0))
@@ -696,6 +698,8 @@ async fn deliveries_enqueue_claim_mark(f: &Fixture) {
     );
     assert!(all.iter().all(|d| d.state == DeliveryState::Sent));
     assert_eq!(all[0].sent_at, Some(t(21)));
+    assert_eq!(all[2].summary.as_deref(), Some("queued at 100"));
+    assert_eq!(all[2].details.as_deref(), Some("{}"));
     assert_eq!((all[1].attempts, all[1].sent_at), (3, Some(t(101))));
     assert_eq!(all[2].kind, DeliveryKind::Repeat);
     assert!(s.deliveries("nothing").await.unwrap().is_empty());
@@ -723,6 +727,8 @@ async fn concurrent_claimers_never_share(f: &Fixture) {
             sink: format!("sink-{i}"),
             kind: DeliveryKind::Firing,
             created_at: t(i as i64 % 7),
+            summary: "s".into(),
+            details: "{}".into(),
         })
         .await
         .unwrap();
@@ -761,6 +767,95 @@ async fn concurrent_claimers_never_share(f: &Fixture) {
         N as u64,
         "claimed, not sent"
     );
+}
+
+/// One sink's claims: only its own deliveries, and an alert's notifications strictly in the
+/// order they were queued, whatever their retry times; sent ones are pruned by age.
+async fn sink_claims_keep_order_and_prune(f: &Fixture) {
+    let s = &f.store;
+    for fp in ["fa", "fb"] {
+        s.upsert_alert(&alert(fp, AlertStatus::Firing))
+            .await
+            .unwrap();
+    }
+    let q = |fp: &str, sink: &str, kind, at| NewDelivery {
+        fingerprint: fp.into(),
+        sink: sink.into(),
+        kind,
+        created_at: t(at),
+        summary: String::new(),
+        details: "{}".into(),
+    };
+    let a_firing = s
+        .enqueue_delivery(&q("fa", "mail", DeliveryKind::Firing, 0))
+        .await
+        .unwrap();
+    let a_resolved = s
+        .enqueue_delivery(&q("fa", "mail", DeliveryKind::Resolved, 5))
+        .await
+        .unwrap();
+    let b_firing = s
+        .enqueue_delivery(&q("fb", "mail", DeliveryKind::Firing, 6))
+        .await
+        .unwrap();
+    let hook = s
+        .enqueue_delivery(&q("fa", "hook", DeliveryKind::Firing, 0))
+        .await
+        .unwrap();
+
+    // Only the oldest pending notification of each alert, only this sink's.
+    let got = s
+        .claim_sink_deliveries("mail", "w", t(10), t(20), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![a_firing, b_firing]
+    );
+    // The firing one fails and waits; the resolved one, though due, must not overtake it.
+    s.mark_delivery_failed(a_firing, "smtp down", t(100))
+        .await
+        .unwrap();
+    s.mark_delivered(b_firing, t(11)).await.unwrap();
+    assert!(
+        s.claim_sink_deliveries("mail", "w", t(50), t(60), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let got = s
+        .claim_sink_deliveries("mail", "w", t(100), t(110), 10)
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), vec![a_firing]);
+    assert_eq!(got[0].attempts, 2);
+    s.mark_delivered(a_firing, t(101)).await.unwrap();
+    let got = s
+        .claim_sink_deliveries("mail", "w", t(102), t(110), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![a_resolved]
+    );
+    s.mark_delivered(a_resolved, t(103)).await.unwrap();
+    let got = s
+        .claim_sink_deliveries("hook", "w", t(102), t(110), 10)
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), vec![hook]);
+
+    // Pruning forgets sent deliveries older than the cut, never pending ones.
+    assert_eq!(s.prune_sent_deliveries(t(101)).await.unwrap(), 1);
+    assert_eq!(s.prune_sent_deliveries(t(1000)).await.unwrap(), 2);
+    let left: Vec<i64> = s
+        .deliveries("fa")
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(left, vec![hook], "the claimed, unsent one stays");
 }
 
 async fn ping_and_backend(f: &Fixture) {
@@ -807,6 +902,7 @@ store_tests!(
     alerts_upsert_and_firing,
     deliveries_enqueue_claim_mark,
     concurrent_claimers_never_share,
+    sink_claims_keep_order_and_prune,
 );
 
 // ---- what only one backend has -----------------------------------------------------------------

@@ -182,7 +182,12 @@ fn log_dir_is_writable() {
 
 #[test]
 fn interop_tools_run() {
-    for var in ["VS_TEST_AGE_BIN", "VS_TEST_PROMTOOL_BIN", "VS_TEST_BAO_BIN"] {
+    for var in [
+        "VS_TEST_AGE_BIN",
+        "VS_TEST_PROMTOOL_BIN",
+        "VS_TEST_BAO_BIN",
+        "VS_TEST_ALERTMANAGER_BIN",
+    ] {
         let bin = env(var);
         let out = std::process::Command::new(&bin)
             .arg(if var == "VS_TEST_BAO_BIN" {
@@ -197,4 +202,11 @@ fn interop_tools_run() {
             "{var}={bin} --version failed: {out:?}"
         );
     }
+    // The venv's python, with aiosmtpd, for tests that run an SMTP server of their own.
+    let python = env("VS_TEST_PYTHON");
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import aiosmtpd.controller, aiosmtpd.handlers"])
+        .output()
+        .unwrap_or_else(|e| panic!("VS_TEST_PYTHON={python}: {e}"));
+    assert!(out.status.success(), "VS_TEST_PYTHON={python}: {out:?}");
 }

@@ -33,6 +33,28 @@ pub(super) async fn check(cfg: Config, connect: bool) -> Result<ExitCode, Failur
         return Ok(ExitCode::SUCCESS);
     }
     let mut failed = 0;
+    match crate::alert::sink::build_sinks(&cfg.alerts) {
+        Ok(sinks) => {
+            for sink in sinks {
+                let probe = tokio::time::timeout(sink.timeout(), sink.probe()).await;
+                match probe {
+                    Ok(Ok(seen)) => println!("alert sink {}: ok: {seen}", sink.name()),
+                    Ok(Err(e)) => {
+                        failed += 1;
+                        println!("alert sink {}: FAILED: {e}", sink.name());
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        println!("alert sink {}: FAILED: no answer in time", sink.name());
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            failed += 1;
+            println!("{e}: FAILED");
+        }
+    }
     let store = match open_store(&cfg).await {
         Ok(s) => match s.ping().await {
             Ok(()) => {

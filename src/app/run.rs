@@ -1,6 +1,9 @@
 //! `run`: the daemon in the foreground. Binds HTTP first (so `/healthz` answers while Vault is
-//! still unreachable), logs in with retries, starts the token keep-alive and the engine, tells
-//! systemd READY / WATCHDOG / STOPPING, and on SIGTERM/SIGINT stops everything within bounds.
+//! still unreachable), starts the alert outbox (queued notifications go out whatever Vault's
+//! state), tries to log in once and leaves further attempts to the token keep-alive, starts the
+//! engine at once — so a Vault that is sealed or down when the daemon starts is reported by the
+//! `vault-health` job, while the jobs that need a token wait for a login — tells systemd
+//! READY / WATCHDOG / STOPPING, and on SIGTERM/SIGINT stops everything within bounds.
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -12,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Failure, jobs, open_store_as};
+use crate::alert::outbox::Outbox;
 use crate::config::Config;
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::vault::VaultSession;
@@ -43,14 +47,35 @@ pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
         cancel.clone(),
     ));
 
-    let Some(vault) = connect_until_ready(&cfg, &cancel).await else {
-        return finish(cancel, tasks, http_task).await;
+    let outbox = match Outbox::new(&cfg, store.clone(), metrics.clone()) {
+        Ok(o) => Arc::new(o),
+        Err(e) => {
+            cancel.cancel();
+            let _ = finish(cancel, tasks, http_task).await;
+            return Err(Failure::Runtime(anyhow::Error::new(e)));
+        }
     };
+    tasks.spawn(outbox.run(cancel.clone()));
+
+    let vault = match VaultSession::new(&cfg.vault) {
+        Ok(v) => v,
+        Err(e) => {
+            cancel.cancel();
+            let _ = finish(cancel, tasks, http_task).await;
+            return Err(Failure::Runtime(
+                anyhow::Error::new(e).context(format!("Vault client for {}", cfg.vault.address)),
+            ));
+        }
+    };
+    if let Err(e) = vault.login().await {
+        tracing::error!(error = %e, "cannot log in to Vault yet; retrying in the background (jobs that need a token wait, vault-health keeps watching)");
+    }
     let _ = vault_cell.set(vault.clone());
     tasks.spawn(vault.clone().keep_alive(cancel.clone()));
 
     let engine = Arc::new(Engine::new(&cfg, jobs, store, vault, metrics));
     tasks.spawn(watchdog(engine.clone(), cancel.clone()));
+    tasks.spawn(engine.clone().watch(cancel.clone()));
     let engine_task = tokio::spawn(engine.clone().run(cancel.clone()));
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(jobs = engine.jobs.len(), "vault-steward started");
@@ -64,33 +89,6 @@ pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
             anyhow::Error::new(e).context("engine stopped"),
         )),
         Err(e) => Err(Failure::Runtime(anyhow::anyhow!("engine task failed: {e}"))),
-    }
-}
-
-/// Logs in, retrying with backoff while Vault is unreachable or refuses us; `None` if cancelled.
-async fn connect_until_ready(
-    cfg: &Config,
-    cancel: &CancellationToken,
-) -> Option<Arc<VaultSession>> {
-    let mut failures = 0u32;
-    loop {
-        match VaultSession::connect(&cfg.vault).await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                failures += 1;
-                let delay = engine::backoff::retry_delay(
-                    failures,
-                    Duration::from_secs(1),
-                    Duration::from_secs(60),
-                    &mut rand::rng(),
-                );
-                tracing::error!(error = %e, retry_in_s = delay.as_secs_f64(), "cannot log in to Vault yet");
-                tokio::select! {
-                    _ = cancel.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
     }
 }
 

@@ -115,8 +115,23 @@ pub struct EngineConfig {
 pub struct AlertsConfig {
     pub repeat_interval: Duration,
     pub failures_before_alert: u32,
+    /// First retry delay of a failed notification (doubled per attempt, with jitter). Default 30s.
+    pub retry_initial: Duration,
+    /// Longest retry delay of a failed notification. Default 15m.
+    pub retry_max: Duration,
     pub email: Vec<EmailSinkConfig>,
     pub webhook: Vec<WebhookSinkConfig>,
+}
+
+impl AlertsConfig {
+    /// Every sink's name, email sinks first, in config order.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.email
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(self.webhook.iter().map(|s| s.name.clone()))
+            .collect()
+    }
 }
 
 /// `[[alerts.email]]`.
@@ -124,20 +139,61 @@ pub struct AlertsConfig {
 pub struct EmailSinkConfig {
     pub name: String,
     pub smtp_url: String,
+    /// Host, port and transport security, from `smtp_url`.
+    pub smtp: SmtpEndpoint,
     pub from: String,
     pub to: Vec<String>,
     pub username: Option<String>,
     pub password: Option<secret::SecretSource>,
+    /// `ca_cert`: trust this CA (PEM) instead of the system's for the SMTP server's certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// `timeout`: for connecting and for each SMTP command. Default 30s.
+    pub timeout: Duration,
+}
+
+/// Where and how to reach an SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+}
+
+/// Transport security of an SMTP connection (lettre's URL conventions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtp://…` without `tls`: no encryption (for a relay on loopback).
+    Plain,
+    /// `smtp://…?tls=opportunistic`: STARTTLS when the server offers it.
+    Opportunistic,
+    /// `smtp://…?tls=required`: STARTTLS, or no mail at all.
+    StartTls,
+    /// `smtps://…`: TLS from the first byte.
+    Implicit,
 }
 
 /// `[[alerts.webhook]]`.
 #[derive(Debug, Clone)]
 pub struct WebhookSinkConfig {
     pub name: String,
-    pub url: String,
+    /// Where to POST: `url`, or `url_file` for URLs that are themselves secrets (Slack).
+    pub url: WebhookUrl,
     pub format: WebhookFormat,
     /// HMAC-SHA256 key for the `generic` format's signature header.
     pub hmac_secret: Option<secret::SecretSource>,
+    /// `routing_key_file`: the PagerDuty integration's routing key (format `pagerduty` only).
+    pub routing_key: Option<secret::SecretSource>,
+    /// `ca_cert`: trust this CA (PEM) instead of the system's.
+    pub ca_cert: Option<PathBuf>,
+    /// `timeout`: for the whole request. Default 30s.
+    pub timeout: Duration,
+}
+
+/// A webhook's URL, in the config or (when it carries a credential) in a secret file.
+#[derive(Debug, Clone)]
+pub enum WebhookUrl {
+    Inline(String),
+    Secret(secret::SecretSource),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -139,6 +139,8 @@ pub(crate) const ENGINE: Schema = Schema {
 pub(crate) struct RawAlerts {
     pub repeat_interval: Str,
     pub failures_before_alert: Int,
+    pub retry_initial: Str,
+    pub retry_max: Str,
     pub email: Option<Vec<Sp<RawEmail>>>,
     pub webhook: Option<Vec<Sp<RawWebhook>>>,
 }
@@ -148,6 +150,8 @@ pub(crate) const ALERTS: Schema = Schema {
     keys: &[
         "repeat_interval",
         "failures_before_alert",
+        "retry_initial",
+        "retry_max",
         "email",
         "webhook",
     ],
@@ -163,6 +167,8 @@ pub(crate) struct RawEmail {
     pub to: StrList,
     pub username: Str,
     pub password_file: Str,
+    pub ca_cert: Str,
+    pub timeout: Str,
 }
 
 pub(crate) const EMAIL: Schema = Schema {
@@ -174,6 +180,8 @@ pub(crate) const EMAIL: Schema = Schema {
         "to",
         "username",
         "password_file",
+        "ca_cert",
+        "timeout",
     ],
     tables: &[],
 };
@@ -183,13 +191,26 @@ pub(crate) const EMAIL: Schema = Schema {
 pub(crate) struct RawWebhook {
     pub name: Str,
     pub url: Str,
+    pub url_file: Str,
     pub format: Str,
     pub hmac_secret_file: Str,
+    pub routing_key_file: Str,
+    pub ca_cert: Str,
+    pub timeout: Str,
 }
 
 pub(crate) const WEBHOOK: Schema = Schema {
     name: "[[alerts.webhook]]",
-    keys: &["name", "url", "format", "hmac_secret_file"],
+    keys: &[
+        "name",
+        "url",
+        "url_file",
+        "format",
+        "hmac_secret_file",
+        "routing_key_file",
+        "ca_cert",
+        "timeout",
+    ],
     tables: &[],
 };
 

@@ -22,8 +22,8 @@ use super::{
     AlertsConfig, ApiKeyConfig, ApproleSecretIdConfig, ConfigError, DatabaseConfig, DbStrategy,
     Duration, EmailSinkConfig, EngineConfig, HttpConfig, JobConfig, JobSpec, KeyFormat,
     LocalDestinationConfig, Location, RaftSnapshotConfig, ReminderConfig, S3DestinationConfig,
-    Schedule, StateConfig, VaultAuth, VaultConfig, VaultHealthConfig, WebhookFormat,
-    WebhookSinkConfig,
+    Schedule, SmtpEndpoint, SmtpSecurity, StateConfig, VaultAuth, VaultConfig, VaultHealthConfig,
+    WebhookFormat, WebhookSinkConfig, WebhookUrl,
 };
 
 /// Reads an environment variable; empty values count as unset (as with the Vault CLI).
@@ -46,6 +46,11 @@ pub(crate) mod defaults {
     pub const MAX_CONCURRENT: i64 = 16;
     pub const REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
     pub const FAILURES_BEFORE_ALERT: i64 = 3;
+    pub const ALERT_RETRY_INITIAL: Duration = Duration::from_secs(30);
+    pub const ALERT_RETRY_MAX: Duration = Duration::from_secs(15 * 60);
+    pub const SINK_TIMEOUT: Duration = Duration::from_secs(30);
+    /// PagerDuty's Events API v2 endpoint, for `format = "pagerduty"` without `url`.
+    pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
     pub const API_KEY_FIELD: &str = "api_key";
     pub const API_KEY_EVERY: Duration = Duration::from_secs(30 * 86_400);
     pub const API_KEY_FORMAT: &str = "hex:24";
@@ -284,6 +289,22 @@ impl<'a> Ctx<'a> {
             path,
             location: Some(location),
         }
+    }
+
+    /// A plain file setting (a CA bundle) that must exist and be readable.
+    fn readable_file(&mut self, s: &Sp<String>, key: &'static str) -> PathBuf {
+        let path = self.path(s.get_ref());
+        let location = self.loc(&s.span());
+        if s.get_ref().trim().is_empty() {
+            self.error(&s.span(), format!("`{key}` must not be empty"));
+        } else {
+            self.file_checks.push(FileCheck::Readable {
+                key,
+                path: path.clone(),
+                location,
+            });
+        }
+        path
     }
 
     /// `key` set where it has no effect.
@@ -942,6 +963,8 @@ fn alerts(ctx: &mut Ctx<'_>, raw: Option<&raw::RawAlerts>) -> AlertsConfig {
         return AlertsConfig {
             repeat_interval: defaults::REPEAT_INTERVAL,
             failures_before_alert: defaults::FAILURES_BEFORE_ALERT as u32,
+            retry_initial: defaults::ALERT_RETRY_INITIAL,
+            retry_max: defaults::ALERT_RETRY_MAX,
             email: Vec::new(),
             webhook: Vec::new(),
         };
@@ -954,6 +977,16 @@ fn alerts(ctx: &mut Ctx<'_>, raw: Option<&raw::RawAlerts>) -> AlertsConfig {
         1000,
         defaults::FAILURES_BEFORE_ALERT,
     ) as u32;
+    let retry_initial = ctx.duration(&r.retry_initial, defaults::ALERT_RETRY_INITIAL);
+    let retry_max = ctx.duration(&r.retry_max, defaults::ALERT_RETRY_MAX);
+    if let Some(m) = &r.retry_max
+        && retry_max < retry_initial
+    {
+        ctx.error(
+            &m.span(),
+            format!("`retry_max` ({retry_max}) must not be shorter than `retry_initial` ({retry_initial})"),
+        );
+    }
 
     let mut names: HashMap<String, Location> = HashMap::new();
     let mut sink_name =
@@ -981,14 +1014,18 @@ fn alerts(ctx: &mut Ctx<'_>, raw: Option<&raw::RawAlerts>) -> AlertsConfig {
         let e = item.get_ref();
         let within = "[[alerts.email]]";
         let name = sink_name(ctx, &e.name, &header, within);
-        let smtp_url = match ctx.required(&e.smtp_url, "smtp_url", &header, within) {
+        let (smtp_url, smtp) = match ctx.required(&e.smtp_url, "smtp_url", &header, within) {
             Some(u) => {
-                if let Err(err) = check_smtp_url(u.get_ref()) {
-                    ctx.error(&u.span(), format!("`smtp_url`: {err}"));
-                }
-                u.get_ref().clone()
+                let smtp = match parse_smtp_url(u.get_ref()) {
+                    Ok(smtp) => smtp,
+                    Err(err) => {
+                        ctx.error(&u.span(), format!("`smtp_url`: {err}"));
+                        placeholder_smtp()
+                    }
+                };
+                (u.get_ref().clone(), smtp)
             }
-            None => String::new(),
+            None => (String::new(), placeholder_smtp()),
         };
         let from = match ctx.required(&e.from, "from", &header, within) {
             Some(f) => {
@@ -1028,15 +1065,40 @@ fn alerts(ctx: &mut Ctx<'_>, raw: Option<&raw::RawAlerts>) -> AlertsConfig {
             (None, Some(p)) => {
                 ctx.error(&p.span(), "`password_file` needs `username` for SMTP AUTH")
             }
+            (Some(_), Some(p))
+                if matches!(smtp.security, SmtpSecurity::Plain | SmtpSecurity::Opportunistic)
+                    && !is_loopback_host(&smtp.host) =>
+            {
+                ctx.error(
+                    &p.span(),
+                    format!(
+                        "SMTP AUTH to {} without required TLS would send the password in clear: use `?tls=required` or smtps://",
+                        smtp.host
+                    ),
+                )
+            }
             _ => {}
         }
+        let ca_cert = e.ca_cert.as_ref().map(|c| ctx.readable_file(c, "ca_cert"));
+        if let Some(c) = &e.ca_cert
+            && smtp.security == SmtpSecurity::Plain
+        {
+            ctx.error(
+                &c.span(),
+                "`ca_cert` has no effect without TLS: use `?tls=required` or smtps://",
+            );
+        }
+        let timeout = ctx.duration(&e.timeout, defaults::SINK_TIMEOUT);
         email.push(EmailSinkConfig {
             name,
             smtp_url,
+            smtp,
             from,
             to,
             username,
             password,
+            ca_cert,
+            timeout,
         });
     }
 
@@ -1046,13 +1108,6 @@ fn alerts(ctx: &mut Ctx<'_>, raw: Option<&raw::RawAlerts>) -> AlertsConfig {
         let w = item.get_ref();
         let within = "[[alerts.webhook]]";
         let name = sink_name(ctx, &w.name, &header, within);
-        let url = match ctx.required(&w.url, "url", &header, within) {
-            Some(u) => {
-                ctx.http_url(u, "url");
-                u.get_ref().clone()
-            }
-            None => String::new(),
-        };
         let format = match &w.format {
             None => WebhookFormat::Generic,
             Some(f) => match f.get_ref().as_str() {
@@ -1069,6 +1124,27 @@ fn alerts(ctx: &mut Ctx<'_>, raw: Option<&raw::RawAlerts>) -> AlertsConfig {
                 }
             },
         };
+        let url = match (&w.url, &w.url_file) {
+            (Some(u), None) => {
+                ctx.http_url(u, "url");
+                WebhookUrl::Inline(u.get_ref().clone())
+            }
+            (None, Some(f)) => WebhookUrl::Secret(ctx.secret_file(f, "url_file")),
+            (Some(_), Some(f)) => {
+                ctx.error(&f.span(), "give either `url` or `url_file`, not both");
+                WebhookUrl::Inline(String::new())
+            }
+            (None, None) if format == WebhookFormat::Pagerduty => {
+                WebhookUrl::Inline(defaults::PAGERDUTY_URL.to_string())
+            }
+            (None, None) => {
+                ctx.error(
+                    &header,
+                    format!("missing `url` (or `url_file`, for a URL that is itself a secret) in {within}"),
+                );
+                WebhookUrl::Inline(String::new())
+            }
+        };
         let hmac_secret = match &w.hmac_secret_file {
             Some(f) if format != WebhookFormat::Generic => {
                 ctx.error(
@@ -1080,36 +1156,125 @@ fn alerts(ctx: &mut Ctx<'_>, raw: Option<&raw::RawAlerts>) -> AlertsConfig {
             Some(f) => Some(ctx.secret_file(f, "hmac_secret_file")),
             None => None,
         };
+        let routing_key = match &w.routing_key_file {
+            Some(f) if format != WebhookFormat::Pagerduty => {
+                ctx.error(
+                    &f.span(),
+                    "`routing_key_file` is only used with format = \"pagerduty\"",
+                );
+                None
+            }
+            Some(f) => Some(ctx.secret_file(f, "routing_key_file")),
+            None if format == WebhookFormat::Pagerduty => {
+                ctx.error(
+                    &header,
+                    format!("missing `routing_key_file` (the PagerDuty integration key) in {within} with format = \"pagerduty\""),
+                );
+                None
+            }
+            None => None,
+        };
+        let ca_cert = w.ca_cert.as_ref().map(|c| ctx.readable_file(c, "ca_cert"));
+        let timeout = ctx.duration(&w.timeout, defaults::SINK_TIMEOUT);
         webhook.push(WebhookSinkConfig {
             name,
             url,
             format,
             hmac_secret,
+            routing_key,
+            ca_cert,
+            timeout,
         });
     }
 
     AlertsConfig {
         repeat_interval,
         failures_before_alert,
+        retry_initial,
+        retry_max,
         email,
         webhook,
     }
 }
 
-fn check_smtp_url(s: &str) -> Result<(), String> {
+fn placeholder_smtp() -> SmtpEndpoint {
+    SmtpEndpoint {
+        host: String::new(),
+        port: 0,
+        security: SmtpSecurity::Plain,
+    }
+}
+
+/// `localhost` or a loopback IP: traffic that never leaves the host.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `smtp://HOST[:PORT][?tls=required|opportunistic]` or `smtps://HOST[:PORT]`, as lettre reads
+/// them (default ports 587 and 465).
+pub(crate) fn parse_smtp_url(s: &str) -> Result<SmtpEndpoint, String> {
     let u = url::Url::parse(s).map_err(|e| format!("invalid URL `{s}`: {e}"))?;
     if !matches!(u.scheme(), "smtp" | "smtps") {
         return Err(format!(
-            "`{s}` must start with smtp:// (STARTTLS or plain) or smtps:// (implicit TLS)"
+            "`{s}` must start with smtp:// (plain, or STARTTLS with ?tls=required) or smtps:// (implicit TLS)"
         ));
     }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`{s}` has no host"));
-    }
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("`{s}` has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     if u.password().is_some() {
         return Err("the SMTP URL contains a password: use `username` and `password_file`".into());
     }
-    Ok(())
+    if !u.username().is_empty() {
+        return Err("put the SMTP user in `username`, not in the URL".into());
+    }
+    if !matches!(u.path(), "" | "/") {
+        return Err(format!("`{s}` must not have a path"));
+    }
+    let mut tls = None;
+    for (k, v) in u.query_pairs() {
+        match k.as_ref() {
+            "tls" if tls.is_none() => tls = Some(v.into_owned()),
+            "tls" => return Err("`tls` is given twice".into()),
+            other => {
+                return Err(format!(
+                    "unknown parameter `{other}` (the only one is `tls=required|opportunistic`)"
+                ));
+            }
+        }
+    }
+    let security = match (u.scheme(), tls.as_deref()) {
+        ("smtps", None) => SmtpSecurity::Implicit,
+        ("smtps", Some(_)) => {
+            return Err("smtps:// is always TLS: drop the `tls` parameter".into());
+        }
+        (_, None) => SmtpSecurity::Plain,
+        (_, Some("required")) => SmtpSecurity::StartTls,
+        (_, Some("opportunistic")) => SmtpSecurity::Opportunistic,
+        (_, Some(other)) => {
+            return Err(format!(
+                "unknown `tls={other}`; expected `tls=required` (STARTTLS) or `tls=opportunistic`"
+            ));
+        }
+    };
+    let port = u.port().unwrap_or(match security {
+        SmtpSecurity::Implicit => 465,
+        _ => 587,
+    });
+    Ok(SmtpEndpoint {
+        host,
+        port,
+        security,
+    })
 }
 
 fn check_mailbox(s: &str) -> Result<(), String> {

@@ -10,6 +10,7 @@ pub mod due;
 pub mod lock;
 pub mod runner;
 pub mod view;
+pub mod watch;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -74,6 +75,7 @@ pub struct Engine {
     pub vault: Arc<VaultSession>,
     pub metrics: Arc<Metrics>,
     incidents: Incidents,
+    repeat_interval: crate::config::Duration,
     settings: EngineConfig,
     failures_before_alert: u32,
     /// This process's identity in lock rows.
@@ -91,18 +93,13 @@ impl Engine {
         vault: Arc<VaultSession>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let sinks = config
-            .alerts
-            .email
-            .iter()
-            .map(|s| s.name.clone())
-            .chain(config.alerts.webhook.iter().map(|s| s.name.clone()))
-            .collect();
+        let sinks = config.alerts.sink_names();
         for job in &jobs {
             metrics.register_job(&job.config.name, job.config.kind());
         }
         Engine {
             incidents: Incidents::new(store.clone(), config.alerts.repeat_interval, sinks),
+            repeat_interval: config.alerts.repeat_interval,
             jobs,
             store,
             vault,
@@ -201,13 +198,10 @@ impl Engine {
         let now = Utc::now();
         self.last_tick_ms
             .store(now.timestamp_millis(), Ordering::Relaxed);
-        self.metrics.vault_authenticated.set(
-            if self.vault.auth_state() == crate::vault::AuthState::Authenticated {
-                1.0
-            } else {
-                0.0
-            },
-        );
+        let authenticated = self.vault.auth_state() == crate::vault::AuthState::Authenticated;
+        self.metrics
+            .vault_authenticated
+            .set(if authenticated { 1.0 } else { 0.0 });
         let states = match self.store.job_states().await {
             Ok(s) => s,
             Err(e) => {
@@ -223,6 +217,10 @@ impl Engine {
             let state = states.iter().find(|s| s.job == name);
             let next = self.publish_next_due(job, state, now);
             if !due::is_due(next, now) {
+                continue;
+            }
+            if !authenticated && job.job.needs_token() {
+                // Not a failure of the job: it starts once the keep-alive has logged in.
                 continue;
             }
             let Ok(permit) = permits.clone().try_acquire_owned() else {

@@ -199,6 +199,7 @@ impl Engine {
                 )
             }
         };
+        self.record_vault_health(&signals);
         self.store.finish_run(run_id, &end).await?;
         self.store.put_job_state(&state).await?;
         self.metrics
@@ -214,6 +215,17 @@ impl Engine {
                 .await?;
         }
         Ok(result)
+    }
+
+    /// `vault_up` and `vault_sealed` follow the health check's signals (a `vault-health` job
+    /// reports both on every run; `VaultSealed` is left out when Vault did not answer).
+    fn record_vault_health(&self, signals: &[AlertSignal]) {
+        let unreachable = signals.iter().find(|s| s.name == alert::VAULT_UNREACHABLE);
+        let sealed = signals.iter().find(|s| s.name == alert::VAULT_SEALED);
+        if let Some(u) = unreachable {
+            self.metrics
+                .set_vault_health(!u.firing, sealed.map(|s| s.firing));
+        }
     }
 
     /// Updates `job_next_run_timestamp_seconds` and returns the next due time.

@@ -241,6 +241,18 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Like [`claim_deliveries`](Store::claim_deliveries), for the deliveries of one sink, and
+    /// never one that has an older pending delivery of the same alert for the same sink: each
+    /// sink gets an alert's notifications in the order they were queued (a "resolved" never
+    /// overtakes its "firing", whatever their retry times).
+    async fn claim_sink_deliveries(
+        &self,
+        sink: &str,
+        claimer: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
     async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Records a failed attempt (error text scrubbed) and releases the claim until
     /// `next_attempt_at`.
@@ -252,6 +264,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Deliveries not yet sent.
     async fn queued_deliveries(&self) -> Result<u64, StoreError>;
+    /// Deletes the deliveries sent before `before` (the outbox's history is kept for a while
+    /// only); returns how many.
+    async fn prune_sent_deliveries(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Every delivery of an alert, oldest first.
     async fn deliveries(&self, fingerprint: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
 }

@@ -33,7 +33,7 @@ macro_rules! columns {
     };
     (deliveries) => {
         "id, fingerprint, sink, kind, state, attempts, next_attempt_at, last_error, created_at, \
-         sent_at"
+         sent_at, summary, details"
     };
 }
 
@@ -511,13 +511,16 @@ macro_rules! impl_store {
                 ) -> Result<i64, StoreError> {
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO deliveries \
-                         (fingerprint, sink, kind, state, attempts, next_attempt_at, created_at) \
-                         VALUES ($1, $2, $3, 'pending', 0, $4, $4) RETURNING id",
+                         (fingerprint, sink, kind, state, attempts, next_attempt_at, created_at, \
+                          summary, details) \
+                         VALUES ($1, $2, $3, 'pending', 0, $4, $4, $5, $6) RETURNING id",
                     )
                     .bind(&delivery.fingerprint)
                     .bind(&delivery.sink)
                     .bind(delivery.kind.as_str())
                     .bind(ms(delivery.created_at))
+                    .bind(&delivery.summary)
+                    .bind(&delivery.details)
                     .fetch_one(&self.pool)
                     .await?;
                     Ok(id)
@@ -553,6 +556,56 @@ macro_rules! impl_store {
                     let mut claimed: Vec<DeliveryRecord> = records(rows)?;
                     claimed.sort_by_key(|d| (d.next_attempt_at, d.id));
                     Ok(claimed)
+                }
+
+                async fn claim_sink_deliveries(
+                    &self,
+                    sink: &str,
+                    claimer: &str,
+                    now: DateTime<Utc>,
+                    lease_until: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<Vec<DeliveryRecord>, StoreError> {
+                    // As `claim_deliveries`, for one sink, and only the oldest pending delivery
+                    // of each alert: a later one waits until the earlier one is sent.
+                    let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
+                        "UPDATE deliveries SET claimed_by = $1, lease_until = $3, \
+                         attempts = attempts + 1 \
+                         WHERE id IN (SELECT d.id FROM deliveries d WHERE d.sink = $5 \
+                             AND d.state = 'pending' AND d.next_attempt_at <= $2 \
+                             AND (d.lease_until IS NULL OR d.lease_until <= $2) \
+                             AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.sink = d.sink \
+                                 AND o.fingerprint = d.fingerprint AND o.state = 'pending' \
+                                 AND o.id < d.id) \
+                             ORDER BY d.next_attempt_at, d.id LIMIT $4 ",
+                        $claim_lock,
+                        ") AND state = 'pending' AND (lease_until IS NULL OR lease_until <= $2) \
+                         RETURNING ",
+                        $crate::store::queries::columns!(deliveries)
+                    ))
+                    .bind(claimer)
+                    .bind(ms(now))
+                    .bind(ms(lease_until))
+                    .bind(i64::from(limit))
+                    .bind(sink)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut claimed: Vec<DeliveryRecord> = records(rows)?;
+                    claimed.sort_by_key(|d| (d.next_attempt_at, d.id));
+                    Ok(claimed)
+                }
+
+                async fn prune_sent_deliveries(
+                    &self,
+                    before: DateTime<Utc>,
+                ) -> Result<u64, StoreError> {
+                    let done = sqlx::query(
+                        "DELETE FROM deliveries WHERE state = 'sent' AND sent_at < $1",
+                    )
+                    .bind(ms(before))
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected())
                 }
 
                 async fn mark_delivered(

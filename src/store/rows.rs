@@ -260,6 +260,8 @@ pub(super) struct DeliveryRow {
     last_error: Option<String>,
     created_at: i64,
     sent_at: Option<i64>,
+    summary: Option<String>,
+    details: Option<String>,
 }
 
 impl TryFrom<DeliveryRow> for DeliveryRecord {
@@ -276,6 +278,8 @@ impl TryFrom<DeliveryRow> for DeliveryRecord {
             fingerprint: r.fingerprint,
             sink: r.sink,
             last_error: r.last_error,
+            summary: r.summary,
+            details: r.details,
         })
     }
 }

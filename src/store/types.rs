@@ -231,6 +231,10 @@ pub struct NewDelivery {
     pub sink: String,
     pub kind: DeliveryKind,
     pub created_at: DateTime<Utc>,
+    /// The alert's summary when this notification was queued (no secret).
+    pub summary: String,
+    /// The alert's details (JSON object text) when this notification was queued.
+    pub details: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,4 +249,8 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// The alert's summary when this was queued; `None` for rows queued by a version without it.
+    pub summary: Option<String>,
+    /// The alert's details when this was queued (JSON object text); `None` as for `summary`.
+    pub details: Option<String>,
 }

@@ -9,6 +9,8 @@
 //! - `VS_TEST_PG_URL` — superuser URL (with password) of the private scram-sha-256 cluster
 //! - `VS_TEST_S3_ENDPOINT`, `VS_TEST_SMTP_ADDR`, `VS_TEST_MAILDIR`
 //! - `VS_TEST_LOG_DIR` — where daemon logs of the run are collected (for the canary scan)
+//! - `VS_TEST_ALERTMANAGER_BIN`, `VS_TEST_PYTHON` (the testbed venv's, with aiosmtpd) — for
+//!   tests that start their own Alertmanager or SMTP server
 
 #![allow(dead_code)]
 
@@ -53,6 +55,7 @@ where
 }
 
 pub mod daemon;
+pub mod sinks;
 pub mod vault;
 
 /// Writes `content` to `dir/name` with mode 0600 (replacing it atomically if it exists).
