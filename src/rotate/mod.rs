@@ -2,6 +2,10 @@
 //! Shared helpers for rotations (random values, rotation metadata) live here.
 
 pub mod api_key;
+pub mod database;
+pub mod mysql;
+pub mod postgres;
+pub mod protocol;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +21,16 @@ pub fn build(config: &JobConfig) -> Result<Arc<dyn Job>, String> {
         JobSpec::ApiKey(c) => Ok(Arc::new(api_key::ApiKeyRotator::new(
             &config.name,
             c.clone(),
+        ))),
+        JobSpec::Postgres(c) => Ok(Arc::new(postgres::PostgresRotator::new(
+            &config.name,
+            c.clone(),
+            postgres::PostgresEngine,
+        ))),
+        JobSpec::Mysql(c) => Ok(Arc::new(mysql::MysqlRotator::new(
+            &config.name,
+            c.clone(),
+            mysql::MysqlEngine::new(c.account_host.as_deref()),
         ))),
         other => Err(format!(
             "kind `{}` is not implemented in this version of vault-steward",
