@@ -234,6 +234,10 @@ struct Options {
     /// The token may only read the consumers' path.
     read_only_path: bool,
     every: &'static str,
+    /// The job's `database` (default: the server's test database).
+    job_database: Option<String>,
+    /// A `database` field in the admin secret.
+    admin_database: Option<String>,
 }
 
 impl Default for Options {
@@ -244,6 +248,8 @@ impl Default for Options {
             second_user_missing: false,
             read_only_path: false,
             every: "90d",
+            job_database: None,
+            admin_database: None,
         }
     }
 }
@@ -293,17 +299,16 @@ impl Setup {
         } else {
             admin_password.clone()
         };
-        vault
-            .kv_put(
-                &admin_path,
-                serde_json::json!({
-                    "username": admin,
-                    "password": admin_secret_password,
-                    "host": host,
-                    "port": port.to_string(),
-                }),
-            )
-            .await;
+        let mut admin_secret = serde_json::json!({
+            "username": admin,
+            "password": admin_secret_password,
+            "host": host,
+            "port": port.to_string(),
+        });
+        if let Some(db) = &opts.admin_database {
+            admin_secret["database"] = serde_json::Value::String(db.clone());
+        }
+        vault.kv_put(&admin_path, admin_secret).await;
         vault
             .kv_put(
                 &path,
@@ -358,7 +363,10 @@ database = "{database}"
 "#,
             kind = engine.kind(),
             every = opts.every,
-            database = engine.database(),
+            database = opts
+                .job_database
+                .clone()
+                .unwrap_or_else(|| engine.database()),
         );
         let cfg =
             DaemonConfig::with_extra(&token, &job_toml, "[alerts]\nfailures_before_alert = 1\n");
@@ -1227,5 +1235,90 @@ async fn check_connect_and_dry_run() {
         );
         s.cleanup().await;
         bad.cleanup().await;
+    }
+}
+
+// ---- a new password that does not log in: the rotation is given up, the current one restored
+
+/// The test login fails (the job names a database that does not exist, so a login as the role
+/// is refused while the admin, connecting to its own database, can change passwords). Strategy
+/// single: the role's password was already changed, so abandoning must put the consumers'
+/// password back. Also with a crash inside the abandon step, rolled forward by the daemon.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_test_login_puts_the_current_password_back() {
+    let mut rows = Vec::new();
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        for crash in [
+            None,
+            Some("rotation-abandon-recorded"),
+            Some("rotation-abandon-done"),
+        ] {
+            let s = Setup::new(
+                engine,
+                Strategy::Single,
+                Options {
+                    job_database: Some(unique("nodb")),
+                    admin_database: (engine == Engine::Postgres).then(|| engine.database()),
+                    ..Options::default()
+                },
+            )
+            .await;
+            let (v0, user0, pw0) = s.current().await;
+            let error = match crash {
+                None => {
+                    let (st, out, err) = s.rotate();
+                    assert!(!st.success(), "{out}{err}");
+                    assert!(s.alert_firing("JobFailing").await);
+                    s.status()["last_error"].as_str().unwrap().to_string()
+                }
+                Some(fp) => {
+                    let (st, _, err) = s.rotate_crashing_at(fp);
+                    assert!(!st.success());
+                    assert!(err.contains(&format!("failpoint {fp} hit")), "{err}");
+                    assert_eq!(s.open_rotations().await, 1);
+                    let mut d = s.cfg.start(&[]);
+                    d.ready().await;
+                    let store = s.store().await;
+                    let job = s.job.clone();
+                    wait_until(Duration::from_secs(30), "the resumed abandon", || {
+                        let (store, job) = (store.clone(), job.clone());
+                        async move {
+                            let runs = store.recent_runs(&job, 10).await.unwrap();
+                            store.open_rotations(Some(&job)).await.unwrap().is_empty()
+                                && runs.iter().any(|r| {
+                                    r.trigger == vault_steward::store::RunTrigger::Resume
+                                        && r.finished_at.is_some()
+                                })
+                        }
+                    })
+                    .await;
+                    d.terminate(Duration::from_secs(15)).await;
+                    let runs = store.recent_runs(&s.job, 10).await.unwrap();
+                    let resumed = runs
+                        .iter()
+                        .find(|r| r.trigger == vault_steward::store::RunTrigger::Resume)
+                        .unwrap();
+                    resumed.error.clone().unwrap_or_default()
+                }
+            };
+            assert!(
+                error.contains("with the new password failed"),
+                "{engine:?} {crash:?}: {error}"
+            );
+            assert!(error.contains(&format!("put back on {user0}")), "{error}");
+            assert!(error.contains("abandoned"), "{error}");
+            let (v, user, pw) = s.current().await;
+            assert_eq!((v, &user, &pw), (v0, &user0, &pw0), "KV untouched");
+            assert_logs_in(engine, &user0, &pw0, "the consumers' password, put back").await;
+            assert!(!s.pending_exists().await);
+            assert_eq!(s.open_rotations().await, 0);
+            rows.push((crash.unwrap_or("(no crash)"), engine.kind(), error));
+            s.cleanup().await;
+        }
+    }
+    println!("\nnew password refused at login, strategy single → what the run record says");
+    for (crash, engine, error) in &rows {
+        println!("{crash:<28} single       {engine:<9} OK: current password restored; {error}");
     }
 }

@@ -82,10 +82,10 @@ pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 pub enum DbError {
     /// No answer (refused, timeout, TLS, I/O, server shutting down): nothing is known to have
     /// changed; try again later.
-    #[error("{0}")]
+    #[error("unreachable: {0}")]
     Unreachable(String),
     /// The server refused the login (wrong password, no such role, not permitted to log in).
-    #[error("{0}")]
+    #[error("login refused: {0}")]
     LoginRefused(String),
     /// The server refused a statement (missing role, privilege, password policy); it had no
     /// effect.
@@ -319,11 +319,12 @@ impl<E: DbEngine> DatabaseRotator<E> {
     async fn check_access(&self, ctx: &JobContext, consumer_exists: bool) -> Result<(), JobError> {
         let mut missing = Vec::new();
         let write = if consumer_exists { "update" } else { "create" };
+        // The rotation metadata is set after the write, when the metadata exists: `update`.
         for (path, data_needs, metadata_needs) in [
             (
                 self.config.path.as_str(),
                 vec!["read", write],
-                vec!["read", if consumer_exists { "update" } else { "create" }],
+                vec!["read", "update"],
             ),
             (
                 self.pending_path.as_str(),
