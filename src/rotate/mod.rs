@@ -1,5 +1,7 @@
 //! The job kinds. Each kind is one file; [`build`] is the one place where kinds are listed.
-//! Shared helpers for rotations (random values, rotation metadata) live here.
+//! Shared helpers for rotations (random values, rotation metadata) live here; [`protocol`] is the
+//! persisted rotation state machine (steps recorded before their side effects, rolled forward
+//! after a crash) and [`database`] what the `postgres` and `mysql` kinds share.
 
 pub mod api_key;
 pub mod database;
