@@ -1322,3 +1322,68 @@ async fn failed_test_login_puts_the_current_password_back() {
         println!("{crash:<28} single       {engine:<9} OK: current password restored; {error}");
     }
 }
+
+/// The daemon itself killed in the middle of a rotation it started on schedule: the restarted
+/// daemon rolls it forward (the table above does the same for a killed `rotate`).
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_killed_mid_rotation_rolls_forward_on_restart() {
+    let mut rows = Vec::new();
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        for fp in [
+            "rotation-apply-done",
+            "rotation-test-done",
+            "rotation-commit-written",
+        ] {
+            let s = Setup::new(
+                engine,
+                Strategy::Single,
+                Options {
+                    every: "1s",
+                    ..Options::default()
+                },
+            )
+            .await;
+            let (v0, user0, pw0) = s.current().await;
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let mut d = s.cfg.start(&[("VAULT_STEWARD_FAILPOINT", fp)]);
+            let status = d.wait_exit(Duration::from_secs(30)).await;
+            assert!(!status.success(), "{fp}: the failpoint aborts the daemon");
+            assert!(d.log().contains(&format!("failpoint {fp} hit")), "{fp}");
+            assert_eq!(s.open_rotations().await, 1);
+            let _ = s.pending_password().await;
+            // Restarted with the production interval: only the resume may change anything.
+            let job_file = s.cfg.dir.path().join("jobs/test.toml");
+            let text = std::fs::read_to_string(&job_file).unwrap();
+            std::fs::write(&job_file, text.replace("every = \"1s\"", "every = \"90d\"")).unwrap();
+            let mut d = s.cfg.start(&[]);
+            d.ready().await;
+            let store = s.store().await;
+            let job = s.job.clone();
+            wait_until(Duration::from_secs(30), "the roll-forward", || {
+                let (store, job) = (store.clone(), job.clone());
+                async move {
+                    store.open_rotations(Some(&job)).await.unwrap().is_empty()
+                        && store
+                            .job_state(&job)
+                            .await
+                            .unwrap()
+                            .is_some_and(|st| st.last_success_at.is_some())
+                }
+            })
+            .await;
+            d.terminate(Duration::from_secs(15)).await;
+            let (v1, user1, pw1) = s.current().await;
+            assert_eq!((v1, &user1), (v0 + 1, &user0), "{fp}: exactly one rotation");
+            assert_logs_in(engine, &user1, &pw1, fp).await;
+            assert_refused(engine, &user0, &pw0, fp).await;
+            assert!(!s.pending_exists().await);
+            rows.push((fp, engine.kind()));
+            s.cleanup().await;
+        }
+    }
+    println!("\ndaemon killed at step, restarted → rolled forward");
+    for (fp, engine) in rows {
+        println!("{fp:<28} single       {engine:<9} OK: v+1, KV logs in, old refused");
+    }
+}
