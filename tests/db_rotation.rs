@@ -222,6 +222,8 @@ struct Setup {
     pending_path: String,
     cfg: DaemonConfig,
     vault: RootVault,
+    /// Set by [`Setup::cleanup`]; otherwise (a failed assertion) `Drop` drops the users.
+    cleaned: AtomicBool,
 }
 
 struct Options {
@@ -382,6 +384,7 @@ database = "{database}"
             pending_path,
             cfg,
             vault,
+            cleaned: AtomicBool::new(false),
         }
     }
 
@@ -468,6 +471,27 @@ database = "{database}"
 
     async fn cleanup(&self) {
         self.engine.drop_users(&self.created).await;
+        self.cleaned.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Setup {
+    /// MariaDB is the machine's, shared by every test run: a test that panicked still drops
+    /// the users it created (on a thread of its own, as this may run inside the runtime).
+    fn drop(&mut self) {
+        if self.cleaned.load(Ordering::Relaxed) {
+            return;
+        }
+        let (engine, users) = (self.engine, self.created.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(engine.drop_users(&users));
+            }
+        })
+        .join();
     }
 }
 
