@@ -158,4 +158,14 @@ pub trait Job: Send + Sync + 'static {
     /// [`Work::Nothing`] when it is not due after all (e.g. a restart after a crash that happened
     /// between the write and its record).
     async fn run(&self, ctx: &JobContext, req: RunRequest) -> Result<RunReport, JobError>;
+
+    /// Finishes what a previous process left half done (an open rotation in the store's
+    /// `rotations` table) without starting anything new. The engine calls it once at start,
+    /// under the job's lock and before the first tick, for every enabled job with an open
+    /// rotation — whatever its schedule, window or backoff, because a half-done rotation may
+    /// leave consumers with a credential the target refuses. `Ok(None)`: nothing to resume.
+    /// The default does nothing; kinds that record rotations override it.
+    async fn resume(&self, _ctx: &JobContext) -> Result<Option<RunReport>, JobError> {
+        Ok(None)
+    }
 }

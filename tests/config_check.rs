@@ -618,3 +618,24 @@ fn the_example_config_passes() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("configuration ok"), "{stdout}");
 }
+
+#[test]
+fn database_password_alphabet_and_account_host_are_checked() {
+    let s = Setup::new(STEWARD);
+    let f = s.job(
+        "db.toml",
+        r#"[[job]]
+name = "orders-db"
+kind = "postgres"
+path = "secret/database/orders"
+admin_path = "secret/database/orders-admin"
+username = "orders_app"
+password_alphabet = "abcdefghijklmnop'"
+account_host = "%"
+pending_path = "secret/database/orders"
+"#,
+    );
+    assert_error(&s, &f, 7, 21, "`password_alphabet`: '\\'' is not allowed");
+    assert_error(&s, &f, 8, 16, "`account_host` is only for kind = \"mysql\"");
+    assert_error(&s, &f, 9, 16, "`pending_path` must be a path of its own");
+}

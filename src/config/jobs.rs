@@ -106,6 +106,15 @@ pub struct DatabaseConfig {
     pub port: Option<u16>,
     pub database: Option<String>,
     pub password_length: usize,
+    /// `password_alphabet`: the characters passwords are drawn from (printable ASCII without
+    /// quotes, backslash or backtick, at least 16 different ones).
+    pub password_alphabet: String,
+    /// `pending_path`: where the new password waits (KV v2) while a rotation is in flight; `None`
+    /// = `<first segment of path>/vault-steward/pending/<job>`.
+    pub pending_path: Option<String>,
+    /// `account_host` (mysql only): the host part of the MySQL account, `'user'@'HOST'`; `None`
+    /// = `%`, as MySQL itself reads an account name without a host.
+    pub account_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

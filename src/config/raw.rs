@@ -261,6 +261,9 @@ pub(crate) struct RawDatabase {
     pub port: Int,
     pub database: Str,
     pub password_length: Int,
+    pub password_alphabet: Str,
+    pub pending_path: Str,
+    pub account_host: Str,
 }
 
 pub(crate) const DATABASE: Schema = Schema {
@@ -276,6 +279,9 @@ pub(crate) const DATABASE: Schema = Schema {
         "port",
         "database",
         "password_length",
+        "password_alphabet",
+        "pending_path",
+        "account_host",
     ],
     tables: &[],
 };

@@ -56,6 +56,9 @@ pub(crate) mod defaults {
     pub const API_KEY_FORMAT: &str = "hex:24";
     pub const DB_EVERY: Duration = Duration::from_secs(90 * 86_400);
     pub const DB_PASSWORD_LENGTH: i64 = 32;
+    /// Letters, digits and the URL-unreserved `-_.~`: no quoting trouble in SQL, URLs or shells.
+    pub const DB_PASSWORD_ALPHABET: &str =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
     pub const SECRET_ID_EVERY: Duration = Duration::from_secs(30 * 86_400);
     pub const SECRET_ID_GRACE: Duration = Duration::from_secs(86_400);
     pub const REMINDER_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
@@ -1494,11 +1497,11 @@ fn kind_spec(
         }
         "postgres" => {
             let r = ctx.section(v)?;
-            JobSpec::Postgres(database(ctx, &r, h, w))
+            JobSpec::Postgres(database(ctx, &r, false, h, w))
         }
         "mysql" => {
             let r = ctx.section(v)?;
-            JobSpec::Mysql(database(ctx, &r, h, w))
+            JobSpec::Mysql(database(ctx, &r, true, h, w))
         }
         "approle-secret-id" => {
             let r = ctx.section(v)?;
@@ -1578,6 +1581,7 @@ fn api_key(
 fn database(
     ctx: &mut Ctx<'_>,
     r: &raw::RawDatabase,
+    mysql: bool,
     header: &Range<usize>,
     within: &str,
 ) -> DatabaseConfig {
@@ -1621,6 +1625,46 @@ fn database(
         128,
         defaults::DB_PASSWORD_LENGTH,
     ) as usize;
+    let password_alphabet = match &r.password_alphabet {
+        None => defaults::DB_PASSWORD_ALPHABET.to_string(),
+        Some(a) => {
+            if let Err(e) = check_password_alphabet(a.get_ref()) {
+                ctx.error(&a.span(), format!("`password_alphabet`: {e}"));
+            }
+            a.get_ref().clone()
+        }
+    };
+    let pending_path = r.pending_path.as_ref().map(|p| {
+        if let Err(e) = check_kv_path(p.get_ref()) {
+            ctx.error(&p.span(), format!("`pending_path`: {e}"));
+        } else if *p.get_ref() == path || *p.get_ref() == admin_path {
+            ctx.error(
+                &p.span(),
+                "`pending_path` must be a path of its own, not the job's `path` or `admin_path`",
+            );
+        }
+        p.get_ref().clone()
+    });
+    let account_host = r.account_host.as_ref().map(|h| {
+        let host = h.get_ref();
+        if !mysql {
+            ctx.error(
+                &h.span(),
+                "`account_host` is only for kind = \"mysql\" (PostgreSQL roles have no host part)",
+            );
+        } else if host.is_empty()
+            || host.len() > 255
+            || host
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '\'' | '\\' | '`' | '"'))
+        {
+            ctx.error(
+                &h.span(),
+                format!("invalid `account_host` `{}`: write a MySQL host pattern such as `%` or `10.0.%`", host.escape_default()),
+            );
+        }
+        host.clone()
+    });
     DatabaseConfig {
         path,
         every,
@@ -1631,7 +1675,38 @@ fn database(
         port,
         database,
         password_length,
+        password_alphabet,
+        pending_path,
+        account_host,
     }
+}
+
+/// Characters a database password may be drawn from: printable ASCII that needs no escaping in a
+/// single-quoted SQL literal on either database (so no `'`, `"`, `\` or backtick), and enough of
+/// them for a strong password.
+pub(crate) fn check_password_alphabet(alphabet: &str) -> Result<(), String> {
+    if let Some(c) = alphabet
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '\'' | '"' | '\\' | '`'))
+    {
+        return Err(format!(
+            "{:?} is not allowed: use printable ASCII without spaces, quotes, backslash or backtick",
+            c
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(c) = alphabet.chars().find(|c| !seen.insert(*c)) {
+        return Err(format!(
+            "{c:?} appears twice (it would be drawn more often)"
+        ));
+    }
+    if seen.len() < 16 {
+        return Err(format!(
+            "only {} different characters; use at least 16",
+            seen.len()
+        ));
+    }
+    Ok(())
 }
 
 fn db_usernames(
@@ -2275,6 +2350,9 @@ alerts = ["ops-hook"]
                 assert_eq!(d.usernames, ["orders_app"]);
                 assert_eq!(d.strategy, DbStrategy::Single);
                 assert_eq!(d.password_length, 32);
+                assert_eq!(d.password_alphabet, defaults::DB_PASSWORD_ALPHABET);
+                assert_eq!(d.pending_path, None);
+                assert_eq!(d.account_host, None);
                 assert_eq!(d.port, None);
             }
             other => panic!("{other:?}"),
@@ -2475,6 +2553,30 @@ max_age = "30d"
                 "username = \"a\"\npassword_length = 8\n",
                 "`password_length` must be between 16 and 128",
             ),
+            (
+                "username = \"a\"\npassword_alphabet = \"abc'defghijklmnopq\"\n",
+                "`password_alphabet`: '\\'' is not allowed",
+            ),
+            (
+                "username = \"a\"\npassword_alphabet = \"abcdef\"\n",
+                "only 6 different characters",
+            ),
+            (
+                "username = \"a\"\npassword_alphabet = \"abcdefghijklmnopa\"\n",
+                "'a' appears twice",
+            ),
+            (
+                "username = \"a\"\npending_path = \"secret/database/db\"\n",
+                "`pending_path` must be a path of its own",
+            ),
+            (
+                "username = \"a\"\npending_path = \"/secret/p\"\n",
+                "`pending_path`: KV path `/secret/p` must not start with `/`",
+            ),
+            (
+                "username = \"a\"\naccount_host = \"%\"\n",
+                "`account_host` is only for kind = \"mysql\"",
+            ),
         ] {
             let (_, errors) = parse_jobs(&format!("{base}{extra}"));
             assert!(
@@ -2484,6 +2586,26 @@ max_age = "30d"
         }
         let (_, errors) = parse_jobs(&format!("{base}usernames = [\"a\"]\n"));
         assert!(errors.is_empty(), "{errors:?}");
+        let mysql = base.replace("\"postgres\"", "\"mysql\"");
+        let (jobs, errors) = parse_jobs(&format!(
+            "{mysql}username = \"a\"\naccount_host = \"10.0.%\"\npending_path = \"kv/steward/db\"\npassword_alphabet = \"0123456789abcdef!#\"\n"
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+        match &jobs[0].spec {
+            JobSpec::Mysql(d) => {
+                assert_eq!(d.account_host.as_deref(), Some("10.0.%"));
+                assert_eq!(d.pending_path.as_deref(), Some("kv/steward/db"));
+                assert_eq!(d.password_alphabet, "0123456789abcdef!#");
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, errors) = parse_jobs(&format!(
+            "{mysql}username = \"a\"\naccount_host = \"it's\"\n"
+        ));
+        assert!(
+            errors.iter().any(|e| e.contains("invalid `account_host`")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -166,6 +166,7 @@ impl Engine {
 
         let tasks = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(self.settings.max_concurrent.max(1)));
+        self.clone().resume_open_rotations(&tasks, &cancel).await?;
         // Evaluate once at start so that catch-up does not wait for the first tick.
         self.clone().on_tick(&tasks, &permits, &cancel).await;
         loop {
@@ -244,6 +245,42 @@ impl Engine {
                 drop(permit);
             });
         }
+    }
+
+    /// Rolls forward, before the first tick, every rotation a previous process left open: each
+    /// such job runs [`Job::resume`] at once, whatever its schedule, window or backoff (a
+    /// half-done rotation may have left consumers a credential the target refuses). The ticks
+    /// skip those jobs until their resume is over.
+    async fn resume_open_rotations(
+        self: Arc<Self>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let open = self.store.open_rotations(None).await?;
+        let mut seen = HashSet::new();
+        for rotation in &open {
+            if !seen.insert(rotation.job.clone()) {
+                continue;
+            }
+            let Some(job) = self.job(&rotation.job).cloned() else {
+                tracing::warn!(job = %rotation.job, rotation = rotation.id, step = %rotation.step, "an open rotation belongs to a job that is no longer configured; leaving it");
+                continue;
+            };
+            if !job.config.enabled {
+                tracing::warn!(job = %rotation.job, rotation = rotation.id, step = %rotation.step, "an open rotation belongs to a disabled job; enable the job (or run `rotate`) to finish it");
+                continue;
+            }
+            tracing::info!(job = %rotation.job, rotation = rotation.id, step = %rotation.step, "rolling forward a rotation the previous process left open");
+            self.set_running(&job.config.name, true);
+            let (engine, cancel) = (self.clone(), cancel.clone());
+            tasks.spawn(async move {
+                if let Err(e) = engine.resume_job(&job, &cancel).await {
+                    tracing::error!(job = %job.config.name, error = %e, "could not record the run in the state store");
+                }
+                engine.set_running(&job.config.name, false);
+            });
+        }
+        Ok(())
     }
 
     fn is_running(&self, job: &str) -> bool {

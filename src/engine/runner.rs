@@ -16,6 +16,14 @@ use crate::job::{AlertSignal, JobContext, JobError, RunReport, RunRequest, Sever
 use crate::metrics::unix_seconds;
 use crate::store::{JobState, NewRun, RunEnd, RunOutcome, RunTrigger, StoreError};
 
+/// What the runner asks of the kind.
+#[derive(Debug, Clone, Copy)]
+enum Invocation {
+    Run(RunRequest),
+    /// [`crate::job::Job::resume`]: finish an open rotation left by a previous process.
+    Resume,
+}
+
 /// How an attempt to run a job ended.
 #[derive(Debug)]
 pub enum RunResult {
@@ -45,7 +53,33 @@ impl Engine {
             );
             return Ok(RunResult::Busy);
         };
-        let result = self.run_locked(job, trigger, req, cancel, &lock).await;
+        let result = self
+            .run_locked(job, trigger, Invocation::Run(req), cancel, &lock)
+            .await;
+        if let Err(e) = lock.release().await {
+            tracing::warn!(job = name, error = %e, "releasing the job lock failed; it expires by itself");
+        }
+        result
+    }
+
+    /// Rolls forward what a previous process left half done ([`crate::job::Job::resume`]) under
+    /// the job's lock, recorded as a run like any other (trigger `resume`).
+    pub async fn resume_job(
+        &self,
+        job: &EngineJob,
+        cancel: &CancellationToken,
+    ) -> Result<RunResult, StoreError> {
+        let name = job.config.name.as_str();
+        let Some(lock) = JobLock::try_acquire(&self.store, name, &self.holder).await? else {
+            tracing::info!(
+                job = name,
+                "job is locked by another process, which rolls its own rotation forward"
+            );
+            return Ok(RunResult::Busy);
+        };
+        let result = self
+            .run_locked(job, RunTrigger::Resume, Invocation::Resume, cancel, &lock)
+            .await;
         if let Err(e) = lock.release().await {
             tracing::warn!(job = name, error = %e, "releasing the job lock failed; it expires by itself");
         }
@@ -56,7 +90,7 @@ impl Engine {
         &self,
         job: &EngineJob,
         trigger: RunTrigger,
-        req: RunRequest,
+        invocation: Invocation,
         cancel: &CancellationToken,
         lock: &JobLock,
     ) -> Result<RunResult, StoreError> {
@@ -101,8 +135,21 @@ impl Engine {
             .unwrap_or(self.settings.job_timeout)
             .as_std();
         let clock = Instant::now();
+        let work = async {
+            match invocation {
+                Invocation::Run(req) => job.job.run(&ctx, req).await,
+                Invocation::Resume => job.job.resume(&ctx).await.map(|r| {
+                    r.unwrap_or_else(|| RunReport {
+                        work: Work::Nothing,
+                        detail: "nothing to resume".into(),
+                        inspection: Default::default(),
+                        alerts: vec![],
+                    })
+                }),
+            }
+        };
         let outcome: Result<RunReport, JobError> = tokio::select! {
-            r = job.job.run(&ctx, req) => r,
+            r = work => r,
             _ = tokio::time::sleep(timeout) => {
                 run_cancel.cancel();
                 Err(JobError::Transient(format!("timed out after {}", crate::config::Duration(timeout))))

@@ -1,7 +1,13 @@
 //! The job kinds. Each kind is one file; [`build`] is the one place where kinds are listed.
-//! Shared helpers for rotations (random values, rotation metadata) live here.
+//! Shared helpers for rotations (random values, rotation metadata) live here; [`protocol`] is the
+//! persisted rotation state machine (steps recorded before their side effects, rolled forward
+//! after a crash) and [`database`] what the `postgres` and `mysql` kinds share.
 
 pub mod api_key;
+pub mod database;
+pub mod mysql;
+pub mod postgres;
+pub mod protocol;
 pub mod vault_health;
 
 use std::collections::BTreeMap;
@@ -22,6 +28,16 @@ pub fn build(config: &JobConfig) -> Result<Arc<dyn Job>, String> {
         JobSpec::VaultHealth(c) => Ok(Arc::new(vault_health::VaultHealthCheck::new(
             &config.name,
             c.clone(),
+        ))),
+        JobSpec::Postgres(c) => Ok(Arc::new(postgres::PostgresRotator::new(
+            &config.name,
+            c.clone(),
+            postgres::PostgresEngine,
+        ))),
+        JobSpec::Mysql(c) => Ok(Arc::new(mysql::MysqlRotator::new(
+            &config.name,
+            c.clone(),
+            mysql::MysqlEngine::new(c.account_host.as_deref()),
         ))),
         other => Err(format!(
             "kind `{}` is not implemented in this version of vault-steward",

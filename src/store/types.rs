@@ -35,6 +35,8 @@ pub enum RunTrigger {
     Retry,
     /// From the command line (`rotate`, `snapshot`).
     Manual,
+    /// At start, to roll forward a rotation a previous process left open.
+    Resume,
 }
 
 /// How a run ended.
@@ -73,7 +75,7 @@ macro_rules! string_enum {
     };
 }
 
-string_enum!(RunTrigger { Schedule => "schedule", Retry => "retry", Manual => "manual" });
+string_enum!(RunTrigger { Schedule => "schedule", Retry => "retry", Manual => "manual", Resume => "resume" });
 string_enum!(RunOutcome { Success => "success", Skipped => "skipped", Failure => "failure", Interrupted => "interrupted" });
 string_enum!(RotationStatus { Open => "open", Finished => "finished", Abandoned => "abandoned" });
 string_enum!(AlertStatus { Firing => "firing", Resolved => "resolved" });

@@ -18,7 +18,7 @@ mod session;
 
 pub use error::VaultError;
 pub use kv::{KvData, KvMetadata, KvSecret, KvVersionMeta, KvWrite};
-pub use session::{AuthState, VaultSession};
+pub use session::{AuthState, KvCapabilities, VaultSession};
 
 /// Installs rustls's ring provider as the process default (reqwest panics building a client
 /// without one). Safe to call any number of times.

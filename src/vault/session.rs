@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vaultrs::api::EndpointMiddleware;
 use vaultrs::api::kv2::requests::{
-    ReadSecretMetadataRequest, ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequest,
-    SetSecretRequestOptions,
+    DeleteSecretMetadataRequest, ReadSecretMetadataRequest, ReadSecretRequest,
+    SetSecretMetadataRequest, SetSecretRequest, SetSecretRequestOptions,
 };
 use vaultrs::client::VaultClientSettings;
 use zeroize::Zeroize;
@@ -435,6 +435,88 @@ impl VaultSession {
         .await
         .map_err(|err| self.kv_error(err, path, &mount))
     }
+
+    /// Deletes every version of `path` and its metadata for good (`DELETE MOUNT/metadata/REST`);
+    /// nothing there is fine.
+    pub async fn kv_delete_all(&self, path: &str) -> Result<(), VaultError> {
+        let (mount, rest) = self.kv_location(path).await?;
+        let result = self
+            .call(|client| {
+                let endpoint = DeleteSecretMetadataRequest {
+                    mount: mount.clone(),
+                    path: rest.clone(),
+                };
+                async move {
+                    vaultrs::api::exec_with_empty(&client, endpoint)
+                        .await
+                        .map_err(CallError::from)
+                }
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_not_found() => Ok(()),
+            Err(err) => Err(self.kv_error(err, path, &mount)),
+        }
+    }
+
+    /// What this token's policies allow on `path`'s data (`MOUNT/data/REST`) and metadata
+    /// (`MOUNT/metadata/REST`) endpoints, from `sys/capabilities-self` (e.g. `["read",
+    /// "update"]`, `["root"]`, `["deny"]`).
+    pub async fn kv_capabilities(&self, path: &str) -> Result<KvCapabilities, VaultError> {
+        let (mount, rest) = self.kv_location(path).await?;
+        let data_path = format!("{mount}/data/{rest}");
+        let metadata_path = format!("{mount}/metadata/{rest}");
+        let body = serde_json::json!({ "paths": [data_path, metadata_path] });
+        let response = self
+            .send(reqwest::Method::POST, "sys/capabilities-self", |r| {
+                r.json(&body)
+            })
+            .await?;
+        let answer: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| VaultError::from_reqwest("sys/capabilities-self", &e))?;
+        let list = |p: &str| -> Vec<String> {
+            answer
+                .get(p)
+                .or_else(|| answer.get("data").and_then(|d| d.get(p)))
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(KvCapabilities {
+            data: list(&data_path),
+            metadata: list(&metadata_path),
+        })
+    }
+}
+
+/// The capabilities of a token on one KV v2 secret (see [`VaultSession::kv_capabilities`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvCapabilities {
+    pub data: Vec<String>,
+    pub metadata: Vec<String>,
+}
+
+impl KvCapabilities {
+    /// Whether `capability` is granted on the data endpoint (`root` grants everything).
+    pub fn data_allows(&self, capability: &str) -> bool {
+        allows(&self.data, capability)
+    }
+
+    /// Whether `capability` is granted on the metadata endpoint.
+    pub fn metadata_allows(&self, capability: &str) -> bool {
+        allows(&self.metadata, capability)
+    }
+}
+
+fn allows(granted: &[String], capability: &str) -> bool {
+    !granted.iter().any(|c| c == "deny") && granted.iter().any(|c| c == "root" || c == capability)
 }
 
 // ---- KV plumbing -------------------------------------------------------------------------------

@@ -129,6 +129,11 @@ retry_max = "5s"
 
     /// Runs a CLI command against this config; returns (status, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        self.cli_env(args, &[])
+    }
+
+    /// As [`DaemonConfig::cli`], with extra environment variables (e.g. a failpoint).
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_vault-steward"))
             .arg("--config")
             .arg(self.path())
@@ -136,6 +141,7 @@ retry_max = "5s"
             .env_remove("VAULT_TOKEN")
             .env_remove("VAULT_ADDR")
             .env("VAULT_STEWARD_LOG", "info")
+            .envs(env.iter().copied())
             .output()
             .expect("run vault-steward");
         let (stdout, stderr) = (

@@ -1,0 +1,1413 @@
+//! `postgres` and `mysql` jobs against the real servers: the testbed's private PostgreSQL
+//! cluster (scram-sha-256 on 127.0.0.1, so a wrong password is refused) and the machine's
+//! MariaDB (real passwords). Each test makes its own roles/users, admin login, KV paths and
+//! scoped Vault token, and runs the real binary (`rotate JOB`, `run`).
+//!
+//! Covered: the new password logs in and the previous one is refused (both engines, both
+//! strategies); a client logging in every 100 ms through five back-to-back alternating
+//! rotations is never refused; a crash at every protocol step is rolled forward by the
+//! restarted daemon (the table is printed); wrong admin credentials, a missing role, a database
+//! that is down and a KV path the policy forbids each fail the run with a clear error and an
+//! alert while the current credential keeps working; no password reaches `/metrics`, the log or
+//! the state file.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::daemon::{DaemonConfig, record_canaries};
+use common::vault::RootVault;
+use common::{env, unique, wait_until};
+use sqlx::Connection;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use vault_steward::store::{AlertStatus, Store};
+
+// ---- the two engines -----------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    Single,
+    Alternating,
+}
+
+impl Strategy {
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Single => "single",
+            Strategy::Alternating => "alternating",
+        }
+    }
+}
+
+impl Engine {
+    fn kind(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+        }
+    }
+
+    fn root_url(self) -> url::Url {
+        let var = match self {
+            Engine::Postgres => "VS_TEST_PG_URL",
+            Engine::Mysql => "VS_TEST_MYSQL_URL",
+        };
+        url::Url::parse(&env(var)).expect("database URL")
+    }
+
+    /// The server's own address (not a proxy).
+    fn server(self) -> (String, u16) {
+        let u = self.root_url();
+        (
+            u.host_str().expect("host").to_string(),
+            u.port().unwrap_or(match self {
+                Engine::Postgres => 5432,
+                Engine::Mysql => 3306,
+            }),
+        )
+    }
+
+    /// The database consumers use.
+    fn database(self) -> String {
+        self.root_url().path().trim_start_matches('/').to_string()
+    }
+
+    async fn root_exec(self, statements: &[String]) {
+        match self {
+            Engine::Postgres => {
+                let mut c = PgConnection::connect(self.root_url().as_str())
+                    .await
+                    .expect("superuser connection");
+                for s in statements {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(s.as_str()))
+                        .execute(&mut c)
+                        .await
+                        .unwrap_or_else(|e| panic!("{s}: {e}"));
+                }
+                let _ = c.close().await;
+            }
+            Engine::Mysql => {
+                let mut c = MySqlConnection::connect(self.root_url().as_str())
+                    .await
+                    .expect("root connection");
+                for s in statements {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(s.as_str()))
+                        .execute(&mut c)
+                        .await
+                        .unwrap_or_else(|e| panic!("{s}: {e}"));
+                }
+                let _ = c.close().await;
+            }
+        }
+    }
+
+    async fn create_user(self, name: &str, password: &str) {
+        let sql = match self {
+            Engine::Postgres => vec![format!(
+                "CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'"
+            )],
+            Engine::Mysql => vec![
+                format!("CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'"),
+                format!("GRANT SELECT ON `{}`.* TO '{name}'@'%'", self.database()),
+            ],
+        };
+        self.root_exec(&sql).await;
+    }
+
+    /// An admin allowed to change the managed users' passwords, and nothing more.
+    async fn create_admin(self, name: &str, password: &str, managed: &[&str]) {
+        let mut sql = match self {
+            Engine::Postgres => vec![format!(
+                "CREATE ROLE \"{name}\" LOGIN CREATEROLE PASSWORD '{password}'"
+            )],
+            Engine::Mysql => vec![
+                format!("CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'"),
+                format!("GRANT CREATE USER ON *.* TO '{name}'@'%'"),
+            ],
+        };
+        if self == Engine::Postgres {
+            // PostgreSQL 16+ wants ADMIN OPTION on the role as well; 15 accepts it too.
+            for m in managed {
+                sql.push(format!("GRANT \"{m}\" TO \"{name}\" WITH ADMIN OPTION"));
+            }
+        }
+        self.root_exec(&sql).await;
+    }
+
+    async fn drop_users(self, names: &[String]) {
+        let sql: Vec<String> = names
+            .iter()
+            .map(|n| match self {
+                Engine::Postgres => format!("DROP ROLE IF EXISTS \"{n}\""),
+                Engine::Mysql => format!("DROP USER IF EXISTS '{n}'@'%'"),
+            })
+            .collect();
+        self.root_exec(&sql).await;
+    }
+
+    /// A login as `user` with `password` on the real server; the error text if refused.
+    async fn login(self, user: &str, password: &str) -> Result<(), String> {
+        let (host, port) = self.server();
+        self.login_at(&host, port, user, password).await
+    }
+
+    async fn login_at(
+        self,
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+    ) -> Result<(), String> {
+        let db = self.database();
+        let result = match self {
+            Engine::Postgres => {
+                let o = PgConnectOptions::new_without_pgpass()
+                    .host(host)
+                    .port(port)
+                    .username(user)
+                    .password(password)
+                    .database(&db);
+                match PgConnection::connect_with(&o).await {
+                    Ok(c) => {
+                        let _ = c.close().await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Engine::Mysql => {
+                let o = MySqlConnectOptions::new()
+                    .host(host)
+                    .port(port)
+                    .username(user)
+                    .password(password)
+                    .database(&db);
+                match MySqlConnection::connect_with(&o).await {
+                    Ok(c) => {
+                        let _ = c.close().await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        result.map_err(|e| e.replace(password, "[pw]"))
+    }
+}
+
+// ---- one job's world: users, admin, KV, token, config -----------------------------------
+
+struct Setup {
+    engine: Engine,
+    job: String,
+    /// The rotated users (one, or two for alternating).
+    users: Vec<String>,
+    /// Users the test created (dropped at the end).
+    created: Vec<String>,
+    /// The first user's initial password (what KV holds at the start).
+    initial_password: String,
+    /// The other user's initial password (alternating).
+    other_password: String,
+    path: String,
+    admin_path: String,
+    pending_path: String,
+    cfg: DaemonConfig,
+    vault: RootVault,
+    /// Set by [`Setup::cleanup`]; otherwise (a failed assertion) `Drop` drops the users.
+    cleaned: AtomicBool,
+}
+
+struct Options {
+    /// Admin host/port as written into the admin secret (a proxy for "database down").
+    admin_at: Option<(String, u16)>,
+    /// Write a wrong password into the admin secret.
+    wrong_admin_password: bool,
+    /// Do not create the second alternating user.
+    second_user_missing: bool,
+    /// The token may only read the consumers' path.
+    read_only_path: bool,
+    every: &'static str,
+    /// The job's `database` (default: the server's test database).
+    job_database: Option<String>,
+    /// A `database` field in the admin secret.
+    admin_database: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            admin_at: None,
+            wrong_admin_password: false,
+            second_user_missing: false,
+            read_only_path: false,
+            every: "90d",
+            job_database: None,
+            admin_database: None,
+        }
+    }
+}
+
+fn password(label: &str) -> String {
+    // Alphanumeric only (safe in the test's own SQL), long enough for the canary scan.
+    unique(label).replace('_', "x")
+}
+
+impl Setup {
+    async fn new(engine: Engine, strategy: Strategy, opts: Options) -> Setup {
+        let vault = RootVault::new();
+        let prefix = unique("db");
+        let job = unique(&format!("{}-{}", engine.kind(), strategy.name()));
+        let tag = unique("u");
+        let users = match strategy {
+            Strategy::Single => vec![format!("{tag}_app")],
+            Strategy::Alternating => vec![format!("{tag}_a"), format!("{tag}_b")],
+        };
+        let initial_password = password("init");
+        let other_password = password("other");
+        let admin = format!("{tag}_adm");
+        let admin_password = password("admin");
+        record_canaries([
+            initial_password.as_str(),
+            other_password.as_str(),
+            admin_password.as_str(),
+        ]);
+        let mut created = vec![users[0].clone()];
+        engine.create_user(&users[0], &initial_password).await;
+        if users.len() == 2 && !opts.second_user_missing {
+            engine.create_user(&users[1], &other_password).await;
+            created.push(users[1].clone());
+        }
+        let managed: Vec<&str> = created.iter().map(String::as_str).collect();
+        engine.create_admin(&admin, &admin_password, &managed).await;
+        created.push(admin.clone());
+
+        let path = format!("secret/{prefix}/db");
+        let admin_path = format!("secret/{prefix}/admin");
+        let pending_path = format!("secret/vault-steward/pending/{job}");
+        let (host, port) = opts.admin_at.clone().unwrap_or_else(|| engine.server());
+        let admin_secret_password = if opts.wrong_admin_password {
+            let wrong = password("wrong");
+            record_canaries([wrong.as_str()]);
+            wrong
+        } else {
+            admin_password.clone()
+        };
+        let mut admin_secret = serde_json::json!({
+            "username": admin,
+            "password": admin_secret_password,
+            "host": host,
+            "port": port.to_string(),
+        });
+        if let Some(db) = &opts.admin_database {
+            admin_secret["database"] = serde_json::Value::String(db.clone());
+        }
+        vault.kv_put(&admin_path, admin_secret).await;
+        vault
+            .kv_put(
+                &path,
+                serde_json::json!({
+                    "username": users[0],
+                    "password": initial_password,
+                    "host": host,
+                    "port": port.to_string(),
+                    "database": engine.database(),
+                    "owner": "team-orders",
+                }),
+            )
+            .await;
+
+        let consumer_caps = if opts.read_only_path {
+            r#"["read"]"#
+        } else {
+            r#"["create", "read", "update"]"#
+        };
+        let policy = unique("dbsteward");
+        vault
+            .put_policy(
+                &policy,
+                &format!(
+                    r#"
+path "secret/data/{prefix}/db" {{ capabilities = {consumer_caps} }}
+path "secret/metadata/{prefix}/db" {{ capabilities = {consumer_caps} }}
+path "secret/data/{prefix}/admin" {{ capabilities = ["read"] }}
+path "secret/data/vault-steward/pending/{job}" {{ capabilities = ["create", "read", "update"] }}
+path "secret/metadata/vault-steward/pending/{job}" {{ capabilities = ["read", "delete"] }}
+"#
+                ),
+            )
+            .await;
+        let token = vault.create_token(&[&policy], "2h").await;
+        let user_line = match strategy {
+            Strategy::Single => format!("username = \"{}\"", users[0]),
+            Strategy::Alternating => format!(
+                "usernames = [\"{}\", \"{}\"]\nstrategy = \"alternating\"",
+                users[0], users[1]
+            ),
+        };
+        let job_toml = format!(
+            r#"[[job]]
+name = "{job}"
+kind = "{kind}"
+path = "{path}"
+admin_path = "{admin_path}"
+every = "{every}"
+database = "{database}"
+{user_line}
+"#,
+            kind = engine.kind(),
+            every = opts.every,
+            database = opts
+                .job_database
+                .clone()
+                .unwrap_or_else(|| engine.database()),
+        );
+        let cfg =
+            DaemonConfig::with_extra(&token, &job_toml, "[alerts]\nfailures_before_alert = 1\n");
+        Setup {
+            engine,
+            job,
+            users,
+            created,
+            initial_password,
+            other_password,
+            path,
+            admin_path,
+            pending_path,
+            cfg,
+            vault,
+            cleaned: AtomicBool::new(false),
+        }
+    }
+
+    /// (version, username, password) of the consumers' secret; records the password.
+    async fn current(&self) -> (u64, String, String) {
+        let kv = self
+            .vault
+            .kv_get(&self.path)
+            .await
+            .expect("consumer secret");
+        let user = kv.data["username"].as_str().expect("username").to_string();
+        let pw = kv.data["password"].as_str().expect("password").to_string();
+        record_canaries(
+            [
+                pw.as_str(),
+                kv.data.get("url").and_then(|u| u.as_str()).unwrap_or(""),
+            ]
+            .into_iter()
+            .filter(|s| s.len() >= 8),
+        );
+        (kv.version, user, pw)
+    }
+
+    fn rotate(&self) -> (std::process::ExitStatus, String, String) {
+        self.cfg.cli(&["rotate", &self.job])
+    }
+
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    fn rotate_crashing_at(&self, failpoint: &str) -> (std::process::ExitStatus, String, String) {
+        self.cfg.cli_env(
+            &["rotate", &self.job],
+            &[("VAULT_STEWARD_FAILPOINT", failpoint)],
+        )
+    }
+
+    async fn store(&self) -> Arc<dyn Store> {
+        vault_steward::store::open(&format!("sqlite://{}", self.cfg.state_db().display()), None)
+            .await
+            .expect("state store")
+    }
+
+    async fn open_rotations(&self) -> usize {
+        self.store()
+            .await
+            .open_rotations(Some(&self.job))
+            .await
+            .expect("open rotations")
+            .len()
+    }
+
+    async fn pending_exists(&self) -> bool {
+        self.vault.kv_metadata(&self.pending_path).await.is_some()
+    }
+
+    /// The pending password, if one is waiting (recorded as a canary).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    async fn pending_password(&self) -> Option<String> {
+        let kv = self.vault.kv_get(&self.pending_path).await?;
+        let pw = kv.data["password"].as_str()?.to_string();
+        record_canaries([pw.as_str()]);
+        Some(pw)
+    }
+
+    /// `status --json` row of the job.
+    fn status(&self) -> serde_json::Value {
+        let (st, out, err) = self.cfg.cli(&["status", "--json"]);
+        assert!(st.success(), "status: {err}");
+        let rows: serde_json::Value = serde_json::from_str(&out).expect("status json");
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["job"] == self.job.as_str())
+            .cloned()
+            .expect("the job's row")
+    }
+
+    async fn alert_firing(&self, name: &str) -> bool {
+        let fp = vault_steward::alert::fingerprint(name, &self.job);
+        matches!(
+            self.store().await.alert(&fp).await.expect("alert"),
+            Some(a) if a.status == AlertStatus::Firing
+        )
+    }
+
+    async fn cleanup(&self) {
+        self.engine.drop_users(&self.created).await;
+        self.cleaned.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Setup {
+    /// MariaDB is the machine's, shared by every test run: a test that panicked still drops
+    /// the users it created (on a thread of its own, as this may run inside the runtime).
+    fn drop(&mut self) {
+        if self.cleaned.load(Ordering::Relaxed) {
+            return;
+        }
+        let (engine, users) = (self.engine, self.created.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(engine.drop_users(&users));
+            }
+        })
+        .join();
+    }
+}
+
+async fn assert_refused(engine: Engine, user: &str, pw: &str, what: &str) {
+    let r = engine.login(user, pw).await;
+    assert!(r.is_err(), "{what}: a login as {user} was accepted");
+}
+
+async fn assert_logs_in(engine: Engine, user: &str, pw: &str, what: &str) {
+    if let Err(e) = engine.login(user, pw).await {
+        panic!("{what}: a login as {user} was refused: {e}");
+    }
+}
+
+// ---- Done when 1: new password logs in, the previous one is refused ----------------------
+
+async fn rotate_then_old_password_refused(engine: Engine, strategy: Strategy) {
+    let s = Setup::new(engine, strategy, Options::default()).await;
+    let (v0, user0, pw0) = s.current().await;
+    assert_logs_in(engine, &user0, &pw0, "before").await;
+
+    let (st, out, err) = s.rotate();
+    assert!(st.success(), "rotate: {out}{err}");
+    let (v1, user1, pw1) = s.current().await;
+    assert_eq!(v1, v0 + 1, "one new KV version");
+    assert_ne!(pw1, pw0);
+    assert_eq!(pw1.len(), 32, "default password_length");
+    assert_logs_in(engine, &user1, &pw1, "the KV password after rotation").await;
+    let kv = s.vault.kv_get(&s.path).await.unwrap();
+    assert_eq!(kv.data["owner"], "team-orders", "other fields are kept");
+    assert_eq!(kv.data["database"], engine.database().as_str());
+    let url = kv.data["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}://{user1}:", engine.kind()))
+            && url.ends_with(&engine.database()),
+        "url field"
+    );
+    let md = s.vault.kv_metadata(&s.path).await.unwrap();
+    assert_eq!(md["custom_metadata"]["rotated_by"], "vault-steward");
+    assert_eq!(md["custom_metadata"]["rotation_job"], s.job.as_str());
+    assert!(!s.pending_exists().await, "the pending password is deleted");
+    assert_eq!(s.open_rotations().await, 0);
+
+    match strategy {
+        Strategy::Single => {
+            assert_eq!(user1, user0);
+            assert_refused(engine, &user0, &pw0, "the previous password").await;
+        }
+        Strategy::Alternating => {
+            // The role KV pointed at keeps its password (the overlap consumers rely on); the
+            // other role got the new one, and its previous password no longer works.
+            assert_eq!(user1, s.users[1]);
+            assert_logs_in(engine, &user0, &pw0, "the previous role (overlap)").await;
+            assert_refused(
+                engine,
+                &user1,
+                &s.other_password,
+                "the rotated role's previous password",
+            )
+            .await;
+            // The next rotation changes the first role: its previous password is refused.
+            let (st, out, err) = s.rotate();
+            assert!(st.success(), "second rotate: {out}{err}");
+            let (v2, user2, pw2) = s.current().await;
+            assert_eq!((v2, user2.as_str()), (v1 + 1, user0.as_str()));
+            assert_logs_in(
+                engine,
+                &user2,
+                &pw2,
+                "the KV password after the second rotation",
+            )
+            .await;
+            assert_refused(engine, &user0, &pw0, "the first role's previous password").await;
+            assert_logs_in(engine, &user1, &pw1, "the second role (overlap)").await;
+        }
+    }
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_single_new_password_works_old_is_refused() {
+    rotate_then_old_password_refused(Engine::Postgres, Strategy::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_alternating_new_password_works_old_is_refused() {
+    rotate_then_old_password_refused(Engine::Postgres, Strategy::Alternating).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_single_new_password_works_old_is_refused() {
+    rotate_then_old_password_refused(Engine::Mysql, Strategy::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_alternating_new_password_works_old_is_refused() {
+    rotate_then_old_password_refused(Engine::Mysql, Strategy::Alternating).await;
+}
+
+// ---- Done when 2: a client is never refused during alternating rotations -----------------
+
+async fn client_never_refused(engine: Engine) {
+    let s = Setup::new(engine, Strategy::Alternating, Options::default()).await;
+    let (v0, _, _) = s.current().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (stop, path) = (stop.clone(), s.path.clone());
+        tokio::spawn(async move {
+            let vault = RootVault::new();
+            let (mut ok, mut refused) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let kv = vault.kv_get(&path).await.expect("consumer secret");
+                let user = kv.data["username"].as_str().unwrap().to_string();
+                let pw = kv.data["password"].as_str().unwrap().to_string();
+                match engine.login(&user, &pw).await {
+                    Ok(()) => ok += 1,
+                    Err(e) => refused.push(format!("v{} {user}: {e}", kv.version)),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (ok, refused)
+        })
+    };
+    // Let the client log in a few times before the first rotation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        let cfg_job = (s.cfg.path(), s.job.clone());
+        let (st, out, err) = tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_vault-steward"))
+                .arg("--config")
+                .arg(&cfg_job.0)
+                .args(["rotate", &cfg_job.1])
+                .env_remove("VAULT_TOKEN")
+                .env_remove("VAULT_ADDR")
+                .output()
+                .expect("run rotate");
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(st.success(), "rotation {i}: {out}{err}");
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, refused) = client.await.unwrap();
+    let (v5, _, _) = s.current().await;
+    for v in v0 + 1..=v5 {
+        let kv = s.vault.kv_get_version(&s.path, Some(v)).await.unwrap();
+        record_canaries([kv.data["password"].as_str().unwrap()]);
+    }
+    println!(
+        "{}: 5 alternating rotations in {:.1}s, {ok} logins with what KV held, {} refused",
+        engine.kind(),
+        elapsed.as_secs_f64(),
+        refused.len()
+    );
+    assert_eq!(v5, v0 + 5, "five rotations");
+    assert!(refused.is_empty(), "refused logins: {refused:#?}");
+    assert!(ok >= 5, "only {ok} logins");
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_alternating_client_is_never_refused() {
+    client_never_refused(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_alternating_client_is_never_refused() {
+    client_never_refused(Engine::Mysql).await;
+}
+
+// ---- Done when 3: a crash at every step is rolled forward on restart ---------------------
+
+/// Every failpoint on a rotation's way, in order.
+#[cfg(feature = "failpoints")]
+const CRASH_POINTS: [&str; 11] = [
+    "rotation-pending-recorded",
+    "rotation-pending-done",
+    "rotation-apply-recorded",
+    "rotation-apply-done",
+    "rotation-test-recorded",
+    "rotation-test-done",
+    "rotation-commit-recorded",
+    "rotation-commit-written",
+    "rotation-commit-done",
+    "rotation-cleanup-recorded",
+    "rotation-cleanup-done",
+];
+
+/// Kills `rotate` at `failpoint`, restarts the daemon and checks the rotation completed.
+#[cfg(feature = "failpoints")]
+async fn crash_and_resume(engine: Engine, strategy: Strategy, failpoint: &str) -> String {
+    let s = Setup::new(engine, strategy, Options::default()).await;
+    let (v0, user0, pw0) = s.current().await;
+    let (st, _, err) = s.rotate_crashing_at(failpoint);
+    assert!(!st.success(), "{failpoint}: rotate should have aborted");
+    assert!(
+        err.contains(&format!("failpoint {failpoint} hit")),
+        "{failpoint}: {err}"
+    );
+    assert_eq!(
+        s.open_rotations().await,
+        1,
+        "{failpoint}: the rotation is left open"
+    );
+    let _ = s.pending_password().await;
+
+    let mut d = s.cfg.start(&[]);
+    d.ready().await;
+    let store = s.store().await;
+    let job = s.job.clone();
+    wait_until(
+        Duration::from_secs(30),
+        "the rotation to be rolled forward",
+        || {
+            let store = store.clone();
+            let job = job.clone();
+            async move {
+                // Closed, and the resumed run recorded (a SIGTERM before that would cancel it).
+                let closed = store.open_rotations(Some(&job)).await.unwrap().is_empty();
+                let state = store.job_state(&job).await.unwrap();
+                closed && state.is_some_and(|s| s.last_success_at.is_some())
+            }
+        },
+    )
+    .await;
+    let status = d.terminate(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "{failpoint}: daemon exit {status}\n{}",
+        d.log()
+    );
+    let log = d.log();
+    assert!(
+        log.contains("rolling forward a rotation the previous process left open"),
+        "{failpoint}: {log}"
+    );
+
+    let (v1, user1, pw1) = s.current().await;
+    assert_eq!(v1, v0 + 1, "{failpoint}: exactly one new KV version\n{log}");
+    let expected_user = match strategy {
+        Strategy::Single => &s.users[0],
+        Strategy::Alternating => &s.users[1],
+    };
+    assert_eq!(&user1, expected_user, "{failpoint}");
+    assert_logs_in(engine, &user1, &pw1, failpoint).await;
+    assert!(
+        !s.pending_exists().await,
+        "{failpoint}: pending password left behind"
+    );
+    let md = s.vault.kv_metadata(&s.path).await.unwrap();
+    assert_eq!(
+        md["custom_metadata"]["rotated_by"], "vault-steward",
+        "{failpoint}"
+    );
+    match strategy {
+        Strategy::Single => assert_refused(engine, &user0, &pw0, failpoint).await,
+        Strategy::Alternating => assert_logs_in(engine, &user0, &pw0, failpoint).await,
+    }
+    let row = s.status();
+    assert_eq!(row["consecutive_failures"], 0, "{failpoint}: {row}");
+    for v in v0 + 1..=v1 {
+        let kv = s.vault.kv_get_version(&s.path, Some(v)).await.unwrap();
+        record_canaries([kv.data["password"].as_str().unwrap()]);
+    }
+    s.cleanup().await;
+    format!("v{v0}->v{v1} {user1} logs in, rotation closed, pending gone")
+}
+
+#[cfg(feature = "failpoints")]
+async fn crash_table(engine: Engine) {
+    let mut rows = Vec::new();
+    for strategy in [Strategy::Single, Strategy::Alternating] {
+        for fp in CRASH_POINTS {
+            let result = crash_and_resume(engine, strategy, fp).await;
+            rows.push((fp, strategy.name(), result));
+        }
+    }
+    println!(
+        "\ncrash at step × strategy × engine {} → result after restarting the daemon",
+        engine.kind()
+    );
+    println!(
+        "{:<28} {:<12} {:<9} result",
+        "step (failpoint)", "strategy", "engine"
+    );
+    for (fp, strategy, result) in &rows {
+        println!("{fp:<28} {strategy:<12} {:<9} OK: {result}", engine.kind());
+    }
+    assert_eq!(rows.len(), 2 * CRASH_POINTS.len());
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_crash_at_every_step_is_rolled_forward() {
+    crash_table(Engine::Postgres).await;
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_crash_at_every_step_is_rolled_forward() {
+    crash_table(Engine::Mysql).await;
+}
+
+/// `rotate` run again (no daemon) rolls an open rotation forward too.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_again_rolls_a_crashed_rotation_forward() {
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let s = Setup::new(engine, Strategy::Single, Options::default()).await;
+        let (v0, user0, pw0) = s.current().await;
+        let (st, _, _) = s.rotate_crashing_at("rotation-apply-done");
+        assert!(!st.success());
+        // The database already has the pending password: what KV holds is refused until the
+        // rotation is rolled forward (the single strategy's window).
+        let pending = s.pending_password().await.expect("pending password");
+        assert_logs_in(engine, &user0, &pending, "pending applied").await;
+        let (st, out, err) = s.rotate();
+        assert!(st.success(), "{out}{err}");
+        assert!(out.contains("forward from step apply"), "{out}");
+        let (v1, user1, pw1) = s.current().await;
+        assert_eq!(v1, v0 + 1);
+        assert_eq!(
+            pw1, pending,
+            "the crashed rotation's password is the one committed"
+        );
+        assert_logs_in(engine, &user1, &pw1, "after roll-forward").await;
+        assert_refused(engine, &user0, &pw0, "the previous password").await;
+        s.cleanup().await;
+    }
+}
+
+// ---- Done when 4: failures are clear, alert, and keep the current credential -----------
+
+/// Asserts the run failed with `fragment` in `status --json`'s last_error, JobFailing fires,
+/// the current credential still logs in and no rotation is left open.
+async fn assert_failed_cleanly(s: &Setup, out: &str, err: &str, fragment: &str) -> String {
+    let row = s.status();
+    let last_error = row["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        last_error.contains(fragment),
+        "{}: last_error {last_error:?} lacks {fragment:?}\n{out}{err}",
+        s.engine.kind()
+    );
+    assert_eq!(row["state"], "failing", "{row}");
+    assert!(s.alert_firing("JobFailing").await, "JobFailing fires");
+    let (_, user, pw) = s.current().await;
+    assert_logs_in(
+        s.engine,
+        &user,
+        &pw,
+        "the current credential after a failure",
+    )
+    .await;
+    assert_eq!(s.open_rotations().await, 0, "no rotation left open");
+    last_error
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_admin_credentials_fail_clearly() {
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let s = Setup::new(
+            engine,
+            Strategy::Single,
+            Options {
+                wrong_admin_password: true,
+                ..Options::default()
+            },
+        )
+        .await;
+        let (v0, _, _) = s.current().await;
+        let (st, out, err) = s.rotate();
+        assert!(!st.success());
+        let fragment = match engine {
+            Engine::Postgres => "password authentication failed",
+            Engine::Mysql => "Access denied",
+        };
+        let e = assert_failed_cleanly(&s, &out, &err, fragment).await;
+        assert!(e.contains("admin login as"), "{e}");
+        assert!(e.contains(&s.admin_path), "{e}");
+        assert_eq!(s.current().await.0, v0, "KV untouched");
+        println!("{}: wrong admin credentials → {e}", engine.kind());
+        s.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_role_fails_clearly_and_the_next_try_uses_a_fresh_password() {
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let s = Setup::new(
+            engine,
+            Strategy::Alternating,
+            Options {
+                second_user_missing: true,
+                ..Options::default()
+            },
+        )
+        .await;
+        let (v0, _, _) = s.current().await;
+        let (st, out, err) = s.rotate();
+        assert!(!st.success());
+        let fragment = match engine {
+            Engine::Postgres => "does not exist",
+            Engine::Mysql => "Operation ALTER USER failed",
+        };
+        let e = assert_failed_cleanly(&s, &out, &err, fragment).await;
+        assert!(e.contains("refused the new password"), "{e}");
+        assert!(e.contains("next try uses a fresh password"), "{e}");
+        assert!(
+            !s.pending_exists().await,
+            "the refused password is thrown away"
+        );
+        assert_eq!(s.current().await.0, v0, "KV untouched");
+        println!("{}: missing role → {e}", engine.kind());
+
+        // Two more tries, each stopped right after its pending password is written: they differ.
+        #[cfg(feature = "failpoints")]
+        {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (st, _, _) = s.rotate_crashing_at("rotation-pending-done");
+                assert!(!st.success());
+                seen.push(s.pending_password().await.expect("pending"));
+                let (st, _, _) = s.rotate();
+                assert!(!st.success(), "still refused");
+                assert!(!s.pending_exists().await);
+            }
+            assert_ne!(seen[0], seen[1], "a refused password is never tried again");
+        }
+        s.cleanup().await;
+    }
+}
+
+/// A TCP proxy in front of a database that can play "down": it then accepts connections and
+/// closes them at once.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: (String, u16)) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(Ordering::Relaxed) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Proxy { port, up, task }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn database_down_fails_clearly_and_recovers() {
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let proxy = Proxy::start(engine.server()).await;
+        let s = Setup::new(
+            engine,
+            Strategy::Alternating,
+            Options {
+                admin_at: Some(("127.0.0.1".into(), proxy.port)),
+                ..Options::default()
+            },
+        )
+        .await;
+        let (v0, _, _) = s.current().await;
+        proxy.set_up(false);
+        let (st, out, err) = s.rotate();
+        assert!(!st.success());
+        let e = assert_failed_cleanly(&s, &out, &err, &format!("127.0.0.1:{}", proxy.port)).await;
+        assert!(e.contains("admin login as"), "{e}");
+        assert!(e.contains("unreachable"), "{e}");
+        assert_eq!(s.current().await.0, v0, "KV untouched");
+        println!("{}: database down → {e}", engine.kind());
+
+        // Down in the middle of a rotation (after the new password was set): the rotation
+        // stays open, what KV holds keeps working, and it completes once the database is back.
+        #[cfg(feature = "failpoints")]
+        {
+            proxy.set_up(true);
+            let (st, _, _) = s.rotate_crashing_at("rotation-apply-done");
+            assert!(!st.success());
+            let _ = s.pending_password().await;
+            proxy.set_up(false);
+            let (st, out, err) = s.rotate();
+            assert!(!st.success(), "{out}{err}");
+            let row = s.status();
+            let e = row["last_error"].as_str().unwrap().to_string();
+            assert!(
+                e.contains("testing the new password")
+                    || e.contains("unreachable")
+                    || e.contains(&proxy.port.to_string()),
+                "{e}"
+            );
+            assert_eq!(
+                s.open_rotations().await,
+                1,
+                "the rotation waits for the database"
+            );
+            let (_, user, pw) = s.current().await;
+            assert_logs_in(engine, &user, &pw, "KV while the database is down").await;
+            proxy.set_up(true);
+            let (st, out, err) = s.rotate();
+            assert!(st.success(), "{out}{err}");
+            let (v1, user1, pw1) = s.current().await;
+            assert_eq!(v1, v0 + 1);
+            assert_logs_in(engine, &user1, &pw1, "after the database came back").await;
+            assert_eq!(s.open_rotations().await, 0);
+            assert!(
+                !s.alert_firing("JobFailing").await,
+                "recovery resolves the alert"
+            );
+        }
+        s.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_path_the_policy_forbids_fails_before_anything_changes() {
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let s = Setup::new(
+            engine,
+            Strategy::Single,
+            Options {
+                read_only_path: true,
+                ..Options::default()
+            },
+        )
+        .await;
+        let (v0, user0, pw0) = s.current().await;
+        let (st, out, err) = s.rotate();
+        assert!(!st.success());
+        let e = assert_failed_cleanly(
+            &s,
+            &out,
+            &err,
+            "policy does not allow update on the data of",
+        )
+        .await;
+        assert!(e.contains(&s.path), "{e}");
+        assert_eq!(s.current().await.0, v0);
+        assert_logs_in(engine, &user0, &pw0, "the database password is unchanged").await;
+        println!("{}: forbidden KV path → {e}", engine.kind());
+        s.cleanup().await;
+    }
+}
+
+// ---- Done when 5: no password in /metrics, the log or the state file --------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_password_in_metrics_log_or_state() {
+    let pg = Setup::new(
+        Engine::Postgres,
+        Strategy::Single,
+        Options {
+            every: "2s",
+            ..Options::default()
+        },
+    )
+    .await;
+    let my = Setup::new(
+        Engine::Mysql,
+        Strategy::Alternating,
+        Options {
+            every: "2s",
+            ..Options::default()
+        },
+    )
+    .await;
+    // One daemon running both jobs: the MySQL job's file beside the PostgreSQL one's.
+    std::fs::copy(
+        my.cfg.dir.path().join("jobs/test.toml"),
+        pg.cfg.dir.path().join("jobs/mysql.toml"),
+    )
+    .unwrap();
+    // The PostgreSQL job's token must also cover the MySQL job's paths: use the root token.
+    std::fs::write(pg.cfg.dir.path().join("token"), pg.vault.root_token()).unwrap();
+    let (pv0, _, _) = pg.current().await;
+    let (mv0, _, _) = my.current().await;
+    let mut d = pg.cfg.start(&[]);
+    d.ready().await;
+    wait_until(
+        Duration::from_secs(40),
+        "three rotations of each job",
+        || async {
+            pg.vault.current_version(&pg.path).await >= pv0 + 3
+                && my.vault.current_version(&my.path).await >= mv0 + 3
+        },
+    )
+    .await;
+    let metrics = d.metrics().await;
+    let status = d.terminate(Duration::from_secs(15)).await;
+    assert!(status.success());
+    let log = d.log();
+    let mut state = std::fs::read(pg.cfg.state_db()).unwrap_or_default();
+    // SQLite in WAL mode: recent writes may still sit in the -wal file.
+    let wal = format!("{}-wal", pg.cfg.state_db().display());
+    state.extend(std::fs::read(wal).unwrap_or_default());
+    let mut secrets = vec![
+        pg.initial_password.clone(),
+        my.initial_password.clone(),
+        my.other_password.clone(),
+    ];
+    for s in [&pg, &my] {
+        let last = s.vault.current_version(&s.path).await;
+        for v in 1..=last {
+            let kv = s.vault.kv_get_version(&s.path, Some(v)).await.unwrap();
+            secrets.push(kv.data["password"].as_str().unwrap().to_string());
+            if let Some(url) = kv.data.get("url").and_then(|u| u.as_str()) {
+                secrets.push(url.to_string());
+            }
+        }
+    }
+    record_canaries(secrets.iter().map(String::as_str));
+    assert!(secrets.len() >= 11, "{} secrets", secrets.len());
+    assert!(
+        metrics.contains(&format!(
+            "vault_steward_job_runs_total{{job=\"{}\",kind=\"postgres\",outcome=\"success\"}}",
+            pg.job
+        )),
+        "{metrics}"
+    );
+    for secret in &secrets {
+        assert!(
+            !metrics.contains(secret.as_str()),
+            "a password is in /metrics"
+        );
+        assert!(
+            !log.contains(secret.as_str()),
+            "a password is in the daemon log"
+        );
+        assert!(
+            !state.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a password is in the state file"
+        );
+    }
+    println!(
+        "{} passwords and URLs checked against /metrics ({} bytes), the debug log ({} bytes) and the state file ({} bytes)",
+        secrets.len(),
+        metrics.len(),
+        log.len(),
+        state.len()
+    );
+    pg.cleanup().await;
+    my.cleanup().await;
+}
+
+// ---- a secret written by hand during a rotation wins ---------------------------------------
+
+/// A rotation stopped after its test step; meanwhile someone writes the consumers' secret by
+/// hand (and sets that password on the role). The resumed commit must not overwrite it: it
+/// raises ConcurrentWrite, puts the hand-written password back on the role (which the
+/// rotation had changed), and the hand-written credential logs in.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_written_by_hand_during_a_rotation_wins() {
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let s = Setup::new(engine, Strategy::Single, Options::default()).await;
+        let (v0, user0, _) = s.current().await;
+        let (st, _, _) = s.rotate_crashing_at("rotation-test-done");
+        assert!(!st.success());
+        let pending = s.pending_password().await.expect("pending");
+        let by_hand = password("byhand");
+        record_canaries([by_hand.as_str()]);
+        let mut kv = s.vault.kv_get(&s.path).await.unwrap().data;
+        kv.insert(
+            "password".into(),
+            serde_json::Value::String(by_hand.clone()),
+        );
+        s.vault.kv_put(&s.path, serde_json::Value::Object(kv)).await;
+
+        let (st, out, err) = s.rotate();
+        assert!(
+            st.success(),
+            "a conflict is an alert, not a failure: {out}{err}"
+        );
+        assert!(out.contains("someone else wrote it"), "{out}");
+        let (v, user, pw) = s.current().await;
+        assert_eq!(
+            (v, user.as_str(), pw.as_str()),
+            (v0 + 1, user0.as_str(), by_hand.as_str()),
+            "not overwritten"
+        );
+        assert_logs_in(engine, &user, &by_hand, "the hand-written password").await;
+        assert_refused(engine, &user, &pending, "the abandoned rotation's password").await;
+        assert!(s.alert_firing("ConcurrentWrite").await);
+        assert_eq!(s.open_rotations().await, 0);
+        assert!(!s.pending_exists().await);
+
+        // The next rotation works normally and resolves the alert.
+        let (st, out, err) = s.rotate();
+        assert!(st.success(), "{out}{err}");
+        let (_, user, pw) = s.current().await;
+        assert_logs_in(engine, &user, &pw, "after the next rotation").await;
+        assert!(!s.alert_firing("ConcurrentWrite").await);
+        s.cleanup().await;
+    }
+}
+
+/// `check --connect` proves the admin login and the token's KV access; `--dry-run` changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_connect_and_dry_run() {
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let s = Setup::new(engine, Strategy::Alternating, Options::default()).await;
+        let (st, out, err) = s.cfg.cli(&["check", "--connect"]);
+        assert!(st.success(), "{out}{err}");
+        let (v0, _, _) = s.current().await;
+        let (st, out, err) = s.cfg.cli(&["rotate", &s.job, "--dry-run"]);
+        assert!(st.success(), "{out}{err}");
+        assert!(
+            out.contains(&format!("would set a new password on {}", s.users[1])),
+            "{out}"
+        );
+        assert_eq!(s.current().await.0, v0);
+        assert_eq!(s.open_rotations().await, 0);
+
+        let bad = Setup::new(
+            engine,
+            Strategy::Single,
+            Options {
+                wrong_admin_password: true,
+                ..Options::default()
+            },
+        )
+        .await;
+        let (st, out, err) = bad.cfg.cli(&["check", "--connect"]);
+        assert!(!st.success(), "{out}{err}");
+        assert!(
+            format!("{out}{err}").contains("login refused"),
+            "{out}{err}"
+        );
+        s.cleanup().await;
+        bad.cleanup().await;
+    }
+}
+
+// ---- a new password that does not log in: the rotation is given up, the current one restored
+
+/// The test login fails (the job names a database that does not exist, so a login as the role
+/// is refused while the admin, connecting to its own database, can change passwords). Strategy
+/// single: the role's password was already changed, so abandoning must put the consumers'
+/// password back. Also with a crash inside the abandon step, rolled forward by the daemon.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_test_login_puts_the_current_password_back() {
+    let mut rows = Vec::new();
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        for crash in [
+            None,
+            Some("rotation-abandon-recorded"),
+            Some("rotation-abandon-done"),
+        ] {
+            let s = Setup::new(
+                engine,
+                Strategy::Single,
+                Options {
+                    job_database: Some(unique("nodb")),
+                    admin_database: (engine == Engine::Postgres).then(|| engine.database()),
+                    ..Options::default()
+                },
+            )
+            .await;
+            let (v0, user0, pw0) = s.current().await;
+            let error = match crash {
+                None => {
+                    let (st, out, err) = s.rotate();
+                    assert!(!st.success(), "{out}{err}");
+                    assert!(s.alert_firing("JobFailing").await);
+                    s.status()["last_error"].as_str().unwrap().to_string()
+                }
+                Some(fp) => {
+                    let (st, _, err) = s.rotate_crashing_at(fp);
+                    assert!(!st.success());
+                    assert!(err.contains(&format!("failpoint {fp} hit")), "{err}");
+                    assert_eq!(s.open_rotations().await, 1);
+                    let mut d = s.cfg.start(&[]);
+                    d.ready().await;
+                    let store = s.store().await;
+                    let job = s.job.clone();
+                    wait_until(Duration::from_secs(30), "the resumed abandon", || {
+                        let (store, job) = (store.clone(), job.clone());
+                        async move {
+                            let runs = store.recent_runs(&job, 10).await.unwrap();
+                            store.open_rotations(Some(&job)).await.unwrap().is_empty()
+                                && runs.iter().any(|r| {
+                                    r.trigger == vault_steward::store::RunTrigger::Resume
+                                        && r.finished_at.is_some()
+                                })
+                        }
+                    })
+                    .await;
+                    d.terminate(Duration::from_secs(15)).await;
+                    let runs = store.recent_runs(&s.job, 10).await.unwrap();
+                    let resumed = runs
+                        .iter()
+                        .find(|r| r.trigger == vault_steward::store::RunTrigger::Resume)
+                        .unwrap();
+                    resumed.error.clone().unwrap_or_default()
+                }
+            };
+            assert!(
+                error.contains("with the new password failed"),
+                "{engine:?} {crash:?}: {error}"
+            );
+            assert!(error.contains(&format!("put back on {user0}")), "{error}");
+            assert!(error.contains("abandoned"), "{error}");
+            let (v, user, pw) = s.current().await;
+            assert_eq!((v, &user, &pw), (v0, &user0, &pw0), "KV untouched");
+            assert_logs_in(engine, &user0, &pw0, "the consumers' password, put back").await;
+            assert!(!s.pending_exists().await);
+            assert_eq!(s.open_rotations().await, 0);
+            rows.push((crash.unwrap_or("(no crash)"), engine.kind(), error));
+            s.cleanup().await;
+        }
+    }
+    println!("\nnew password refused at login, strategy single → what the run record says");
+    for (crash, engine, error) in &rows {
+        println!("{crash:<28} single       {engine:<9} OK: current password restored; {error}");
+    }
+}
+
+/// The daemon itself killed in the middle of a rotation it started on schedule: the restarted
+/// daemon rolls it forward (the table above does the same for a killed `rotate`).
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_killed_mid_rotation_rolls_forward_on_restart() {
+    let mut rows = Vec::new();
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        for fp in [
+            "rotation-apply-done",
+            "rotation-test-done",
+            "rotation-commit-written",
+        ] {
+            let s = Setup::new(
+                engine,
+                Strategy::Single,
+                Options {
+                    every: "1s",
+                    ..Options::default()
+                },
+            )
+            .await;
+            let (v0, user0, pw0) = s.current().await;
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let mut d = s.cfg.start(&[("VAULT_STEWARD_FAILPOINT", fp)]);
+            let status = d.wait_exit(Duration::from_secs(30)).await;
+            assert!(!status.success(), "{fp}: the failpoint aborts the daemon");
+            assert!(d.log().contains(&format!("failpoint {fp} hit")), "{fp}");
+            assert_eq!(s.open_rotations().await, 1);
+            let _ = s.pending_password().await;
+            // Restarted with the production interval: only the resume may change anything.
+            let job_file = s.cfg.dir.path().join("jobs/test.toml");
+            let text = std::fs::read_to_string(&job_file).unwrap();
+            std::fs::write(&job_file, text.replace("every = \"1s\"", "every = \"90d\"")).unwrap();
+            let mut d = s.cfg.start(&[]);
+            d.ready().await;
+            let store = s.store().await;
+            let job = s.job.clone();
+            wait_until(Duration::from_secs(30), "the roll-forward", || {
+                let (store, job) = (store.clone(), job.clone());
+                async move {
+                    store.open_rotations(Some(&job)).await.unwrap().is_empty()
+                        && store
+                            .job_state(&job)
+                            .await
+                            .unwrap()
+                            .is_some_and(|st| st.last_success_at.is_some())
+                }
+            })
+            .await;
+            d.terminate(Duration::from_secs(15)).await;
+            let (v1, user1, pw1) = s.current().await;
+            assert_eq!((v1, &user1), (v0 + 1, &user0), "{fp}: exactly one rotation");
+            assert_logs_in(engine, &user1, &pw1, fp).await;
+            assert_refused(engine, &user0, &pw0, fp).await;
+            assert!(!s.pending_exists().await);
+            rows.push((fp, engine.kind()));
+            s.cleanup().await;
+        }
+    }
+    println!("\ndaemon killed at step, restarted → rolled forward");
+    for (fp, engine) in rows {
+        println!("{fp:<28} single       {engine:<9} OK: v+1, KV logs in, old refused");
+    }
+}
