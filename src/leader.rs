@@ -117,10 +117,11 @@ impl Leadership {
             "became the leader"
         );
         let term_cancel = cancel.child_token();
-        let renewal = tokio::spawn(
-            self.clone()
-                .keep_lease(fence, sent + self.ttl, term_cancel.clone()),
-        );
+        let renewal = tokio::spawn(self.clone().keep_lease(
+            fence,
+            sent + self.ttl,
+            term_cancel.clone(),
+        ));
         if let Err(e) = term(term_cancel.clone()).await {
             tracing::error!(error = %e, "the engine stopped; giving the leader lease up");
         }
@@ -142,7 +143,12 @@ impl Leadership {
 
     /// Renews the lease every third of the TTL until `term` ends; on loss steps down and cancels
     /// the term.
-    async fn keep_lease(self: Arc<Self>, fence: i64, mut deadline: Instant, term: CancellationToken) {
+    async fn keep_lease(
+        self: Arc<Self>,
+        fence: i64,
+        mut deadline: Instant,
+        term: CancellationToken,
+    ) {
         let mut next = Instant::now() + self.renew_every();
         loop {
             tokio::select! {
@@ -150,7 +156,11 @@ impl Leadership {
                 _ = tokio::time::sleep_until(next.min(deadline)) => {}
             }
             if Instant::now() >= deadline {
-                self.lose(fence, "the lease could not be renewed before it expired", &term);
+                self.lose(
+                    fence,
+                    "the lease could not be renewed before it expired",
+                    &term,
+                );
                 return;
             }
             let sent = Instant::now();
@@ -167,7 +177,11 @@ impl Leadership {
                 // Keep trying until the deadline: a short hiccup must not depose a leader.
                 Ok(Err(e)) => tracing::warn!(error = %e, "renewing the leader lease failed"),
                 Err(_) => {
-                    self.lose(fence, "the lease could not be renewed before it expired", &term);
+                    self.lose(
+                        fence,
+                        "the lease could not be renewed before it expired",
+                        &term,
+                    );
                     return;
                 }
             }
@@ -177,7 +191,11 @@ impl Leadership {
 
     fn lose(&self, fence: i64, why: &str, term: &CancellationToken) {
         self.step_down();
-        tracing::error!(fence, reason = why, "lost the leader lease; stopping all work");
+        tracing::error!(
+            fence,
+            reason = why,
+            "lost the leader lease; stopping all work"
+        );
         term.cancel();
     }
 }

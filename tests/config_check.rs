@@ -190,7 +190,13 @@ fn lease_ttl_too_short() {
     let s = Setup::new(&steward_with(
         "[state]\nurl = \"postgres://steward@db/state\"\nlease_ttl = \"1s\"\n",
     ));
-    assert_error(&s, &s.config(), 15, 13, "`lease_ttl` (1s) must be at least 3s");
+    assert_error(
+        &s,
+        &s.config(),
+        15,
+        13,
+        "`lease_ttl` (1s) must be at least 3s",
+    );
 }
 
 #[test]

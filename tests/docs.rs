@@ -41,7 +41,10 @@ fn parse(command: &str) -> (Vec<String>, Vec<String>) {
         }
         if let Some(flag) = w.strip_prefix("--") {
             flags.push(format!("--{}", flag.split('=').next().unwrap_or(flag)));
-        } else if flags.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && sub.len() < 2 {
+        } else if flags.is_empty()
+            && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            && sub.len() < 2
+        {
             sub.push(w.to_string());
         }
     }
@@ -70,16 +73,27 @@ fn every_documented_command_and_flag_exists() {
             // until `--help` on what is left succeeds as a subcommand path.
             let (ok, text) = loop {
                 let (ok, text) = help(&sub);
-                if ok && !text.contains("error:") && (sub.len() < 2 || text.contains(&format!("Usage: vault-steward {}", sub.join(" ")))) {
+                if ok
+                    && !text.contains("error:")
+                    && (sub.len() < 2
+                        || text.contains(&format!("Usage: vault-steward {}", sub.join(" "))))
+                {
                     break (true, text);
                 }
                 if sub.pop().is_none() {
                     break (false, text);
                 }
             };
-            assert!(ok && !sub.is_empty(), "{file}: `{command}`: no such subcommand");
+            assert!(
+                ok && !sub.is_empty(),
+                "{file}: `{command}`: no such subcommand"
+            );
             for flag in &flags {
-                assert!(text.contains(flag.as_str()), "{file}: `{command}`: `{}` has no {flag}:\n{text}", sub.join(" "));
+                assert!(
+                    text.contains(flag.as_str()),
+                    "{file}: `{command}`: `{}` has no {flag}:\n{text}",
+                    sub.join(" ")
+                );
             }
             checked += 1;
         }
