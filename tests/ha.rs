@@ -197,6 +197,16 @@ async fn three_instances_rotate_every_secret_exactly_once() {
     let prefix = unique("ha1");
     let token = scoped_token(&vault, &prefix).await;
     let (url, password, admin) = fresh_db().await;
+    // KV v2 keeps 10 versions by default; five minutes make ~30 and each one is checked.
+    for i in 0..jobs {
+        vault
+            .ok(
+                reqwest::Method::POST,
+                &format!("secret/metadata/{prefix}/k{i}"),
+                Some(serde_json::json!({ "max_versions": 100 })),
+            )
+            .await;
+    }
     let job_text = api_key_jobs(&prefix, jobs, "10s");
     let cfgs: Vec<DaemonConfig> = (0..3).map(|_| ha_config(&token, &job_text, &url)).collect();
     let mut ds: Vec<Daemon> = cfgs.iter().map(|c| start(c, &password, &[])).collect();
