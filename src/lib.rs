@@ -12,6 +12,7 @@
 //!   (lock, retry with backoff, timeout, record, metrics).
 //! - [`vault`] — the one shared Vault session: token/AppRole auth, renewal, KV v2.
 //! - [`job`] — the trait every job kind implements; [`rotate`] holds the kinds.
+//! - [`leader`] — several instances on one PostgreSQL store: the leader lease, terms, fencing.
 //! - [`alert`] — incidents raised by the engine, the outbox that stores every notification
 //!   before it is sent, and the sinks that deliver them (email, webhooks).
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`; [`metrics`] names every metric.
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod http;
 pub mod job;
+pub mod leader;
 pub mod metrics;
 pub mod rotate;
 pub mod store;

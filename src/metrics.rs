@@ -32,6 +32,8 @@ pub struct Metrics {
     pub alerts_sent: IntCounterVec,
     /// Notifications in the outbox not yet sent.
     pub alerts_queued: IntGauge,
+    /// 1 while this instance is the one that acts (always, on SQLite), 0 on a standby.
+    pub leader: IntGauge,
     /// 1 when Vault answered its health check (registered at the first check).
     vault_up: Gauge,
     /// 1 when Vault answered that it is sealed (registered at the first check that knew).
@@ -143,6 +145,11 @@ impl Metrics {
         registry.register(Box::new(vault_authenticated.clone()))?;
         registry.register(Box::new(alerts_sent.clone()))?;
         registry.register(Box::new(alerts_queued.clone()))?;
+        let leader = IntGauge::with_opts(opts(
+            "leader",
+            "1 while this instance holds the leader lease and acts, 0 while it stands by.",
+        ))?;
+        registry.register(Box::new(leader.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
@@ -159,6 +166,7 @@ impl Metrics {
             vault_authenticated,
             alerts_sent,
             alerts_queued,
+            leader,
             vault_up,
             vault_sealed,
             vault_health_registered: Mutex::new((false, false)),

@@ -186,6 +186,20 @@ fn bad_state_url_scheme() {
 }
 
 #[test]
+fn lease_ttl_too_short() {
+    let s = Setup::new(&steward_with(
+        "[state]\nurl = \"postgres://steward@db/state\"\nlease_ttl = \"1s\"\n",
+    ));
+    assert_error(
+        &s,
+        &s.config(),
+        15,
+        13,
+        "`lease_ttl` (1s) must be at least 3s",
+    );
+}
+
+#[test]
 fn bad_and_zero_durations() {
     let s = Setup::new(&steward_with(
         "[engine]\njob_timeout = \"5 minutes\"\nretry_initial = \"0s\"\n",

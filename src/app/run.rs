@@ -6,6 +6,7 @@
 //! READY / WATCHDOG / STOPPING, and on SIGTERM/SIGINT stops everything within bounds.
 
 use std::process::ExitCode;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -18,14 +19,18 @@ use super::{Failure, jobs, open_store_as};
 use crate::alert::outbox::Outbox;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::engine::lock::holder_id;
 use crate::http;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
+use crate::store::postgres::PostgresStore;
+use crate::store::{self, Store};
 use crate::vault::VaultSession;
 
 pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
     let jobs = jobs(&cfg)?;
-    let store = open_store_as(&cfg, true).await?;
     let metrics = Arc::new(Metrics::new().context("building metrics")?);
+    let (store, leadership) = open_daemon_store(&cfg, &metrics).await?;
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(watch_signals(cancel.clone()));
@@ -55,7 +60,6 @@ pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
             return Err(Failure::Runtime(anyhow::Error::new(e)));
         }
     };
-    tasks.spawn(outbox.run(cancel.clone()));
 
     let vault = match VaultSession::new(&cfg.vault) {
         Ok(v) => v,
@@ -74,9 +78,37 @@ pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
     tasks.spawn(vault.clone().keep_alive(cancel.clone()));
 
     let engine = Arc::new(Engine::new(&cfg, jobs, store, vault, metrics));
-    tasks.spawn(watchdog(engine.clone(), cancel.clone()));
-    tasks.spawn(engine.clone().watch(cancel.clone()));
-    let engine_task = tokio::spawn(engine.clone().run(cancel.clone()));
+    tasks.spawn(watchdog(engine.clone(), leadership.clone(), cancel.clone()));
+    // A term: everything that acts (the engine, its watch, the alert outbox) until `term` is
+    // cancelled — by shutdown, or by the loss of the leader lease on a shared PostgreSQL store.
+    let term = {
+        let engine = engine.clone();
+        move |term: CancellationToken| {
+            let (engine, outbox) = (engine.clone(), outbox.clone());
+            async move {
+                let side = TaskTracker::new();
+                side.spawn(outbox.run(term.clone()));
+                side.spawn(engine.clone().watch(term.clone()));
+                let result = engine.run(term.clone()).await;
+                term.cancel();
+                side.close();
+                side.wait().await;
+                result
+            }
+        }
+    };
+    let engine_task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            match leadership {
+                Some(leadership) => {
+                    leadership.run(cancel, term).await;
+                    Ok(())
+                }
+                None => term(cancel).await,
+            }
+        })
+    };
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(jobs = engine.jobs.len(), "vault-steward started");
 
@@ -141,8 +173,48 @@ async fn watch_signals(cancel: CancellationToken) {
     cancel.cancel();
 }
 
-/// Pings the systemd watchdog while the engine loop keeps ticking.
-async fn watchdog(engine: Arc<Engine>, cancel: CancellationToken) {
+/// Opens the state store for the daemon. SQLite: exclusively (a second daemon on the file exits 2),
+/// and this instance always leads. PostgreSQL: shared, with fenced connections and the leader
+/// lease (see [`crate::leader`]).
+async fn open_daemon_store(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<dyn Store>, Option<Arc<Leadership>>), Failure> {
+    if !(cfg.state.url.starts_with("postgres://") || cfg.state.url.starts_with("postgresql://")) {
+        metrics.leader.set(1);
+        return Ok((open_store_as(cfg, true).await?, None));
+    }
+    let password = match &cfg.state.password {
+        Some(source) => Some(
+            source
+                .read()
+                .map_err(|e| Failure::Usage(format!("[state] password: {e}")))?,
+        ),
+        None => None,
+    };
+    let fence = Arc::new(AtomicI64::new(0));
+    let ttl = cfg.state.lease_ttl.as_std();
+    let (store, lease) =
+        PostgresStore::open_fenced(&cfg.state.url, password.as_ref(), fence.clone(), ttl)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the state store {}",
+                    store::redact_url(&cfg.state.url)
+                )
+            })
+            .map_err(Failure::Runtime)?;
+    let leadership = Leadership::new(lease, holder_id(), ttl, fence, metrics.clone());
+    Ok((Arc::new(store), Some(Arc::new(leadership))))
+}
+
+/// Pings the systemd watchdog while the engine loop keeps ticking (or while standing by, when
+/// the engine does not run).
+async fn watchdog(
+    engine: Arc<Engine>,
+    leadership: Option<Arc<Leadership>>,
+    cancel: CancellationToken,
+) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -153,7 +225,8 @@ async fn watchdog(engine: Arc<Engine>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        if Utc::now().timestamp_millis() - engine.last_tick_ms() < stale_ms {
+        let standby = leadership.as_ref().is_some_and(|l| !l.is_leader());
+        if standby || Utc::now().timestamp_millis() - engine.last_tick_ms() < stale_ms {
             notify(&[sd_notify::NotifyState::Watchdog]);
         } else {
             tracing::error!("engine loop stalled; withholding the watchdog ping");

@@ -87,6 +87,9 @@ pub struct StateConfig {
     /// env `VAULT_STEWARD_STATE_PASSWORD` instead of the URL).
     pub url: String,
     pub password: Option<secret::SecretSource>,
+    /// `lease_ttl`: how long the leader's lease lasts without renewal (PostgreSQL stores, where
+    /// several instances elect one leader); a standby takes over within it.
+    pub lease_ttl: Duration,
 }
 
 /// `[http]`.

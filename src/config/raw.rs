@@ -80,11 +80,12 @@ pub(crate) const VAULT_AUTH: Schema = Schema {
 pub(crate) struct RawState {
     pub url: Str,
     pub password_file: Str,
+    pub lease_ttl: Str,
 }
 
 pub(crate) const STATE: Schema = Schema {
     name: "[state]",
-    keys: &["url", "password_file"],
+    keys: &["url", "password_file", "lease_ttl"],
     tables: &[],
 };
 

@@ -36,6 +36,7 @@ pub(crate) mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const APPROLE_MOUNT: &str = "approle";
     pub const STATE_URL: &str = "sqlite:///var/lib/vault-steward/state.db";
+    pub const LEASE_TTL: Duration = Duration::from_secs(15);
     pub const LISTEN: &str = "127.0.0.1:9464";
     /// Relative to the config file's directory.
     pub const JOBS_DIR: &str = "jobs";
@@ -866,7 +867,25 @@ fn state(
     } else {
         url
     };
-    StateConfig { url, password }
+    let lease_value = raw.and_then(|r| r.lease_ttl.as_ref());
+    let lease_ttl = match raw {
+        Some(r) => ctx.duration(&r.lease_ttl, defaults::LEASE_TTL),
+        None => defaults::LEASE_TTL,
+    };
+    // Renewal runs every third of the TTL; below 3s a busy database would depose a healthy leader.
+    if let Some(v) = lease_value
+        && lease_ttl < Duration::from_secs(3)
+    {
+        ctx.error(
+            &v.span(),
+            format!("`lease_ttl` ({lease_ttl}) must be at least 3s"),
+        );
+    }
+    StateConfig {
+        url,
+        password,
+        lease_ttl,
+    }
 }
 
 /// A SQLite URL with a relative path (`sqlite://state.db`, `sqlite:state.db`) resolved against

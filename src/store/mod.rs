@@ -15,6 +15,7 @@
 //! written once in the private `queries` module; only the open/connect code and the schema
 //! files differ. Enums are stored as their `as_str` text; times are truncated to the millisecond.
 
+pub mod lease;
 pub mod postgres;
 mod queries;
 mod rows;

@@ -10,11 +10,14 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::lease::PgLease;
 use super::queries::impl_store;
 use super::{StoreError, redact_url};
 
@@ -60,10 +63,69 @@ impl PostgresStore {
         })
     }
 
+    /// Like [`open`](Self::open), for a daemon that may lead: every connection the pool hands
+    /// out carries the fencing token currently in `fence` (0: not the leader, so every write is
+    /// refused by the trigger of migration 0008), and the returned [`PgLease`] (on a pool of its
+    /// own) takes and renews the leader lease. A transaction left idle by a leader cut off from
+    /// the database is ended by the server after `idle_timeout`, so that its row locks never hold
+    /// a takeover up for long.
+    pub async fn open_fenced(
+        url: &str,
+        password: Option<&SecretString>,
+        fence: Arc<AtomicI64>,
+        idle_timeout: Duration,
+    ) -> Result<(Self, PgLease), StoreError> {
+        let redacted = redact_url(url);
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?
+            .application_name("vault-steward");
+        if let Some(password) = password {
+            options = options.password(password.expose_secret());
+        }
+        let idle = format!("{}ms", idle_timeout.as_millis().max(1000));
+        options = options.options([("idle_in_transaction_session_timeout", idle.as_str())]);
+        let (on_connect, on_acquire) = (fence.clone(), fence);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _meta| {
+                let token = on_connect.load(Ordering::SeqCst);
+                Box::pin(async move { set_fence(conn, token).await })
+            })
+            .before_acquire(move |conn, _meta| {
+                let token = on_acquire.load(Ordering::SeqCst);
+                Box::pin(async move { set_fence(conn, token).await.map(|()| true) })
+            })
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let lease_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok((
+            PostgresStore {
+                pool,
+                url: redacted,
+            },
+            PgLease::new(lease_pool),
+        ))
+    }
+
     /// Closes the pool's connections.
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Puts the fencing token on a connection for the trigger of migration 0008 to check.
+async fn set_fence(conn: &mut sqlx::PgConnection, token: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('vault_steward.fence', $1, false)")
+        .bind(token.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 impl_store!(

@@ -1,0 +1,560 @@
+//! Several instances on one PostgreSQL store (the testbed's scram-sha-256 cluster, a fresh
+//! database per test): one leader acts, the others stand by and take over; fencing keeps a
+//! deposed leader from committing anything. The rotations are api-key jobs (the kind that exists
+//! here); a rotation done twice would show as two KV versions closer together than `every`.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, DaemonConfig, record_canaries};
+use common::vault::RootVault;
+use common::{env, unique, wait_until};
+use sqlx::Connection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const TTL_SECS: u64 = 5;
+
+/// A fresh database for one test: (daemon URL without password, password, admin URL of it).
+async fn fresh_db() -> (String, String, String) {
+    let admin = url::Url::parse(&env("VS_TEST_PG_URL")).expect("pg url");
+    let password = admin
+        .password()
+        .expect("password in VS_TEST_PG_URL")
+        .to_string();
+    record_canaries([password.as_str()]);
+    let db = unique("ha").to_lowercase();
+    let mut conn = sqlx::PgConnection::connect(admin.as_str())
+        .await
+        .expect("pg");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let mut with_db = admin.clone();
+    with_db.set_path(&format!("/{db}"));
+    let mut daemon = with_db.clone();
+    daemon.set_password(None).expect("url");
+    (daemon.to_string(), password, with_db.to_string())
+}
+
+/// The URL with another port (for the proxy).
+fn via_port(url: &str, port: u16) -> String {
+    let mut u = url::Url::parse(url).expect("url");
+    u.set_port(Some(port)).expect("port");
+    u.to_string()
+}
+
+/// A daemon config on the PostgreSQL store `url`.
+fn ha_config(token: &str, jobs: &str, url: &str) -> DaemonConfig {
+    let cfg = DaemonConfig::new(token, jobs);
+    let text = std::fs::read_to_string(cfg.path()).expect("steward.toml");
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("url = \"sqlite://") {
+                format!("url = \"{url}\"\nlease_ttl = \"{TTL_SECS}s\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(cfg.path(), text).expect("steward.toml");
+    cfg
+}
+
+fn start(cfg: &DaemonConfig, password: &str, extra: &[(&str, &str)]) -> Daemon {
+    let mut env = vec![("VAULT_STEWARD_STATE_PASSWORD", password)];
+    env.extend_from_slice(extra);
+    cfg.start(&env)
+}
+
+async fn scoped_token(vault: &RootVault, prefix: &str) -> String {
+    let policy = unique("ha");
+    vault
+        .put_policy(
+            &policy,
+            &format!(
+                r#"
+path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
+path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
+"#
+            ),
+        )
+        .await;
+    vault.create_token(&[&policy], "1h").await
+}
+
+fn api_key_jobs(prefix: &str, n: usize, every: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[job]]\nname = \"k{i}\"\nkind = \"api-key\"\npath = \"secret/{prefix}/k{i}\"\nevery = \"{every}\"\nformat = \"hex:24\"\n\n"
+            )
+        })
+        .collect()
+}
+
+async fn is_leader(d: &Daemon) -> bool {
+    match reqwest::get(d.url("/metrics")).await {
+        Ok(r) => r
+            .text()
+            .await
+            .is_ok_and(|t| t.lines().any(|l| l == "vault_steward_leader 1")),
+        Err(_) => false,
+    }
+}
+
+/// Index of the one leader among `ds`, waiting up to `within`; panics if two lead at once.
+async fn leader_of(ds: &[&Daemon], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, d) in ds.iter().enumerate() {
+            if is_leader(d).await {
+                leaders.push(i);
+            }
+        }
+        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+        if let Some(&i) = leaders.first() {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every version of the KV secret at `path`: (version, created, value); records the values.
+async fn versions(vault: &RootVault, path: &str) -> Vec<(u64, chrono::DateTime<chrono::Utc>)> {
+    let last = vault.current_version(path).await;
+    let mut out = Vec::new();
+    for v in 1..=last {
+        let kv = vault.kv_get_version(path, Some(v)).await.expect("version");
+        let key = kv.data["api_key"].as_str().expect("api_key").to_string();
+        record_canaries([key.as_str()]);
+        assert_eq!(key.len(), 48);
+        out.push((v, kv.created_time));
+    }
+    out
+}
+
+/// No two versions closer together than `every` (less a little clock slack): no rotation
+/// happened twice.
+fn assert_no_double_rotation(
+    path: &str,
+    vs: &[(u64, chrono::DateTime<chrono::Utc>)],
+    every: Duration,
+) {
+    for w in vs.windows(2) {
+        let gap = (w[1].1 - w[0].1).to_std().unwrap_or_default();
+        assert!(
+            gap + Duration::from_millis(300) >= every,
+            "{path}: versions {} and {} only {gap:?} apart (every {every:?}): a double rotation",
+            w[0].0,
+            w[1].0
+        );
+    }
+}
+
+async fn db_scalar(admin_url: &str, sql: &str) -> i64 {
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("pg");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(&mut conn)
+        .await
+        .expect("query")
+}
+
+fn signal(d: &Daemon, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &d.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+// ---- Done when 1 -------------------------------------------------------------------------------
+
+/// Three instances for `VS_HA_SOAK_SECS` (default 300 s: the issue's five minutes) with a
+/// handover in the middle (the leader is stopped with SIGTERM and comes back as a standby): every
+/// rotation happened exactly once — each job's KV version count matches its schedule, equals the
+/// successful rotating runs recorded, and no two versions are closer than `every`.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_rotate_every_secret_exactly_once() {
+    let soak = Duration::from_secs(
+        std::env::var("VS_HA_SOAK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300),
+    );
+    let every = Duration::from_secs(10);
+    let jobs = 3;
+    let vault = RootVault::new();
+    let prefix = unique("ha1");
+    let token = scoped_token(&vault, &prefix).await;
+    let (url, password, admin) = fresh_db().await;
+    // KV v2 keeps 10 versions by default; five minutes make ~30 and each one is checked.
+    for i in 0..jobs {
+        vault
+            .ok(
+                reqwest::Method::POST,
+                &format!("secret/metadata/{prefix}/k{i}"),
+                Some(serde_json::json!({ "max_versions": 100 })),
+            )
+            .await;
+    }
+    let job_text = api_key_jobs(&prefix, jobs, "10s");
+    let cfgs: Vec<DaemonConfig> = (0..3).map(|_| ha_config(&token, &job_text, &url)).collect();
+    let mut ds: Vec<Daemon> = cfgs.iter().map(|c| start(c, &password, &[])).collect();
+    for d in ds.iter_mut() {
+        d.ready().await;
+    }
+    let began = Instant::now();
+    tokio::time::sleep(soak / 2).await;
+    let refs: Vec<&Daemon> = ds.iter().collect();
+    let first = leader_of(&refs, Duration::from_secs(1)).await;
+    let status = ds[first].terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "SIGTERM: {status}");
+    {
+        let others: Vec<&Daemon> = ds
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != first)
+            .map(|(_, d)| d)
+            .collect();
+        leader_of(&others, Duration::from_secs(TTL_SECS + 2)).await;
+    }
+    ds[first] = start(&cfgs[first], &password, &[]);
+    ds[first].ready().await;
+    tokio::time::sleep(soak.saturating_sub(began.elapsed())).await;
+    let elapsed = began.elapsed();
+    for d in ds.iter_mut() {
+        let status = d.terminate(Duration::from_secs(30)).await;
+        assert!(status.success(), "SIGTERM: {status}");
+    }
+
+    for i in 0..jobs {
+        let path = format!("secret/{prefix}/k{i}");
+        let vs = versions(&vault, &path).await;
+        assert_no_double_rotation(&path, &vs, every);
+        // Version 1 at the start, then one per `every` (a handover may cost up to a TTL).
+        let expected = 1 + elapsed.as_secs() / every.as_secs();
+        let got = vs.len() as u64;
+        assert!(
+            got <= expected && got + 1 + TTL_SECS / every.as_secs() + 1 >= expected,
+            "{path}: {got} versions in {elapsed:?}, schedule says {expected}"
+        );
+        let runs = db_scalar(
+            &admin,
+            &format!("SELECT count(*) FROM runs WHERE job = 'k{i}' AND outcome = 'success'"),
+        )
+        .await;
+        assert_eq!(
+            runs as u64, got,
+            "{path}: one recorded rotating run per version"
+        );
+    }
+}
+
+// ---- Done when 2 -------------------------------------------------------------------------------
+
+/// The leader dies (a failpoint aborts it, like SIGKILL, right after the KV write of a rotation and
+/// before recording it): a standby takes over within lease_ttl plus one tick, closes the run as
+/// interrupted and completes the rotation by adopting the version in KV (no second write).
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_killed_mid_rotation_standby_completes_it() {
+    let vault = RootVault::new();
+    let prefix = unique("ha2");
+    let token = scoped_token(&vault, &prefix).await;
+    let (url, password, admin) = fresh_db().await;
+    let path = format!("secret/{prefix}/k0");
+    vault
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "ha2-initial-value-0000000000000000000000000000" }),
+        )
+        .await;
+    record_canaries(["ha2-initial-value-0000000000000000000000000000"]);
+    // Due 12 s after the seed: time enough for the standbys to come up under the first leader.
+    let jobs = api_key_jobs(&prefix, 1, "12s");
+    let seeded = Instant::now();
+    let ca = ha_config(&token, &jobs, &url);
+    let mut a = start(
+        &ca,
+        &password,
+        &[("VAULT_STEWARD_FAILPOINT", "api-key-after-write")],
+    );
+    a.ready().await;
+    assert_eq!(leader_of(&[&a], Duration::from_secs(5)).await, 0);
+    let (cb, cc) = (
+        ha_config(&token, &jobs, &url),
+        ha_config(&token, &jobs, &url),
+    );
+    let (mut b, mut c) = (start(&cb, &password, &[]), start(&cc, &password, &[]));
+    b.ready().await;
+    c.ready().await;
+    assert!(
+        seeded.elapsed() < Duration::from_secs(11),
+        "standbys up before the rotation"
+    );
+    assert!(!is_leader(&b).await && !is_leader(&c).await);
+
+    let status = a.wait_exit(Duration::from_secs(30)).await;
+    let died = Instant::now();
+    assert!(!status.success(), "the failpoint aborts the leader");
+    assert_eq!(
+        vault.current_version(&path).await,
+        2,
+        "the write happened before the crash"
+    );
+    let new = leader_of(&[&b, &c], Duration::from_secs(TTL_SECS + 1 + 1)).await;
+    let took = died.elapsed();
+    assert!(
+        took <= Duration::from_secs(TTL_SECS + 2),
+        "took over after {took:?}"
+    );
+    let leader = if new == 0 { &b } else { &c };
+    wait_until(Duration::from_secs(5), "the rolled-forward run", || async {
+        leader.metrics().await.contains(
+            r#"vault_steward_job_runs_total{job="k0",kind="api-key",outcome="success"} 1"#,
+        )
+    })
+    .await;
+    assert_eq!(
+        vault.current_version(&path).await,
+        2,
+        "adopted, not rotated twice"
+    );
+    let interrupted = db_scalar(
+        &admin,
+        "SELECT count(*) FROM runs WHERE outcome = 'interrupted'",
+    )
+    .await;
+    assert_eq!(
+        interrupted, 1,
+        "the dead leader's run is closed as interrupted"
+    );
+    let kv = vault.kv_get(&path).await.expect("kv");
+    let key = kv.data["api_key"].as_str().expect("key");
+    record_canaries([key]);
+    assert_eq!(key.len(), 48);
+    assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
+    b.terminate(Duration::from_secs(30)).await;
+    c.terminate(Duration::from_secs(30)).await;
+}
+
+// ---- Done when 3 -------------------------------------------------------------------------------
+
+/// A loopback TCP proxy to PostgreSQL that the test can cut (closing every connection and
+/// refusing new ones) and heal.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    epoch: tokio::sync::watch::Sender<u64>,
+    stop: CancellationToken,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (epoch, _) = tokio::sync::watch::channel(0u64);
+        let stop = CancellationToken::new();
+        let (c2, g2, s2) = (cut.clone(), epoch.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    _ = s2.cancelled() => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                if c2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let mut killed = g2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = killed.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            epoch,
+            stop,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.epoch.send_modify(|g| *g += 1);
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The leader reaches PostgreSQL through a proxy that the test cuts: it stops acting within
+/// lease_ttl, a standby takes over; when the cut heals the old leader stays a standby, nothing it
+/// held is committed (no double rotation), and the database refuses its old token.
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_cut_from_postgres_stops_and_its_old_token_is_refused() {
+    let vault = RootVault::new();
+    let prefix = unique("ha3");
+    let token = scoped_token(&vault, &prefix).await;
+    let (url, password, admin) = fresh_db().await;
+    let pg = url::Url::parse(&url).expect("url");
+    let proxy = Proxy::start(format!("127.0.0.1:{}", pg.port().unwrap_or(5432))).await;
+    let every = Duration::from_secs(3);
+    let jobs = api_key_jobs(&prefix, 2, "3s");
+    let ca = ha_config(&token, &jobs, &via_port(&url, proxy.port));
+    let mut a = start(&ca, &password, &[]);
+    a.ready().await;
+    assert_eq!(leader_of(&[&a], Duration::from_secs(5)).await, 0);
+    let (cb, cc) = (
+        ha_config(&token, &jobs, &url),
+        ha_config(&token, &jobs, &url),
+    );
+    let (mut b, mut c) = (start(&cb, &password, &[]), start(&cc, &password, &[]));
+    b.ready().await;
+    c.ready().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let old_fence = db_scalar(&admin, "SELECT fence FROM leader_lease").await;
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    wait_until(
+        Duration::from_secs(TTL_SECS + 1),
+        "the cut leader to stand down",
+        || async { !is_leader(&a).await },
+    )
+    .await;
+    assert!(
+        cut_at.elapsed() <= Duration::from_secs(TTL_SECS),
+        "stood down after {:?}",
+        cut_at.elapsed()
+    );
+    let new = leader_of(&[&b, &c], Duration::from_secs(TTL_SECS + TTL_SECS / 3 + 3)).await;
+    let new_fence = db_scalar(&admin, "SELECT fence FROM leader_lease").await;
+    assert!(
+        new_fence > old_fence,
+        "the token grew on the change of leader"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.heal();
+    tokio::time::sleep(Duration::from_secs(TTL_SECS + 3)).await;
+    assert!(!is_leader(&a).await, "the healed old leader stands by");
+    assert_eq!(leader_of(&[&b, &c], Duration::from_secs(1)).await, new);
+    assert!(a.log().contains("lost the leader lease"), "{}", a.log());
+
+    // The database itself refuses the old token.
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("pg");
+    sqlx::query("SELECT set_config('vault_steward.fence', $1, false)")
+        .bind(old_fence.to_string())
+        .execute(&mut conn)
+        .await
+        .expect("set fence");
+    let refused = sqlx::query(
+        "INSERT INTO runs (job, kind, triggered_by, started_at) VALUES ('k0', 'api-key', 'schedule', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect_err("a write under the old token is refused");
+    assert!(refused.to_string().contains("fencing"), "{refused}");
+
+    for d in [&mut a, &mut b, &mut c] {
+        d.terminate(Duration::from_secs(30)).await;
+    }
+    for i in 0..2 {
+        let path = format!("secret/{prefix}/k{i}");
+        let vs = versions(&vault, &path).await;
+        assert_no_double_rotation(&path, &vs, every);
+        let runs = db_scalar(
+            &admin,
+            &format!("SELECT count(*) FROM runs WHERE job = 'k{i}' AND outcome = 'success'"),
+        )
+        .await;
+        assert_eq!(
+            runs as u64,
+            vs.len() as u64,
+            "{path}: one recorded run per version"
+        );
+    }
+}
+
+// ---- Done when 4 -------------------------------------------------------------------------------
+
+/// SIGSTOP of the leader for longer than lease_ttl, then SIGCONT: a standby took over meanwhile,
+/// the woken leader stands down, and no rotation happened twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigstop_longer_than_the_lease_gives_no_double_rotation() {
+    let vault = RootVault::new();
+    let prefix = unique("ha4");
+    let token = scoped_token(&vault, &prefix).await;
+    let (url, password, admin) = fresh_db().await;
+    let every = Duration::from_secs(3);
+    let jobs = api_key_jobs(&prefix, 3, "3s");
+    let cfgs: Vec<DaemonConfig> = (0..3).map(|_| ha_config(&token, &jobs, &url)).collect();
+    let mut ds: Vec<Daemon> = cfgs.iter().map(|c| start(c, &password, &[])).collect();
+    for d in ds.iter_mut() {
+        d.ready().await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let refs: Vec<&Daemon> = ds.iter().collect();
+    let first = leader_of(&refs, Duration::from_secs(5)).await;
+    signal(&ds[first], "-STOP");
+    tokio::time::sleep(Duration::from_secs(TTL_SECS + 4)).await;
+    {
+        let others: Vec<&Daemon> = ds
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != first)
+            .map(|(_, d)| d)
+            .collect();
+        leader_of(&others, Duration::from_secs(2)).await;
+    }
+    signal(&ds[first], "-CONT");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!is_leader(&ds[first]).await, "the woken leader stands by");
+    let refs: Vec<&Daemon> = ds.iter().collect();
+    assert_ne!(leader_of(&refs, Duration::from_secs(1)).await, first);
+    assert!(ds[first].log().contains("lost the leader lease"));
+    for d in ds.iter_mut() {
+        d.terminate(Duration::from_secs(30)).await;
+    }
+    for i in 0..3 {
+        let path = format!("secret/{prefix}/k{i}");
+        let vs = versions(&vault, &path).await;
+        assert!(vs.len() >= 4, "{path}: rotations went on");
+        assert_no_double_rotation(&path, &vs, every);
+        let runs = db_scalar(
+            &admin,
+            &format!("SELECT count(*) FROM runs WHERE job = 'k{i}' AND outcome = 'success'"),
+        )
+        .await;
+        assert_eq!(
+            runs as u64,
+            vs.len() as u64,
+            "{path}: one recorded run per version"
+        );
+    }
+}
