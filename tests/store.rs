@@ -272,6 +272,95 @@ async fn runs_start_finish_recent(f: &Fixture) {
     assert!(s.recent_runs("nobody", 10).await.unwrap().is_empty());
 }
 
+async fn lock_and_start_run_is_all_or_nothing(f: &Fixture) {
+    let s = &f.store;
+    let run = |at: i64| NewRun {
+        job: "api".into(),
+        kind: "api-key".into(),
+        trigger: RunTrigger::Manual,
+        started_at: t(at),
+    };
+    assert!(s.try_lock("api", "daemon", t(0), t(30)).await.unwrap());
+    // Held by someone else: no lock, and no run recorded.
+    assert_eq!(
+        s.lock_and_start_run("cli", t(40), &run(1)).await.unwrap(),
+        None
+    );
+    assert!(s.recent_runs("api", 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.lock_info("api").await.unwrap().map(|l| l.holder),
+        Some("daemon".to_string())
+    );
+    // Free (the lease ran out): both at once.
+    let id = s
+        .lock_and_start_run("cli", t(60), &run(31))
+        .await
+        .unwrap()
+        .expect("taken");
+    let lock = s.lock_info("api").await.unwrap().unwrap();
+    assert_eq!(
+        (lock.holder.as_str(), lock.acquired_at, lock.expires_at),
+        ("cli", t(31), t(60))
+    );
+    let runs = s.recent_runs("api", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].id, runs[0].started_at, runs[0].finished_at),
+        (id, t(31), None)
+    );
+    assert_eq!(runs[0].trigger, RunTrigger::Manual);
+}
+
+async fn end_run_records_state_and_unlocks_at_once(f: &Fixture) {
+    let s = &f.store;
+    assert!(s.try_lock("api", "me", t(0), t(30)).await.unwrap());
+    let id = s
+        .start_run(&NewRun {
+            job: "api".into(),
+            kind: "api-key".into(),
+            trigger: RunTrigger::Schedule,
+            started_at: t(0),
+        })
+        .await
+        .unwrap();
+    let state = JobState {
+        job: "api".into(),
+        kind: "api-key".into(),
+        last_run_at: Some(t(0)),
+        last_success_at: Some(t(2)),
+        last_outcome: Some(RunOutcome::Success),
+        secret_changed_at: Some(t(1)),
+        secret_version: Some(7),
+        ..JobState::default()
+    };
+    let end = RunEnd {
+        finished_at: t(2),
+        outcome: RunOutcome::Success,
+        detail: Some("rotated to version 7".into()),
+        error: None,
+    };
+    // Someone else's lock is left alone.
+    assert!(s.try_lock("other", "you", t(0), t(30)).await.unwrap());
+    s.end_run(id, &end, &state, "me").await.unwrap();
+    let run = &s.recent_runs("api", 1).await.unwrap()[0];
+    assert_eq!(run.finished_at, Some(t(2)));
+    assert_eq!(run.outcome, Some(RunOutcome::Success));
+    assert_eq!(run.detail.as_deref(), Some("rotated to version 7"));
+    assert_eq!(s.job_state("api").await.unwrap(), Some(state.clone()));
+    assert!(s.lock_info("api").await.unwrap().is_none(), "released");
+    assert_eq!(
+        s.lock_info("other").await.unwrap().map(|l| l.holder),
+        Some("you".to_string())
+    );
+    // A holder that lost its lock to another does not release the other's.
+    assert!(s.try_lock("api", "thief", t(3), t(33)).await.unwrap());
+    s.end_run(id, &end, &state, "me").await.unwrap();
+    assert_eq!(
+        s.lock_info("api").await.unwrap().map(|l| l.holder),
+        Some("thief".to_string())
+    );
+}
+
 async fn close_interrupted_runs(f: &Fixture) {
     let s = &f.store;
     let new = |job: &str, at| NewRun {
@@ -798,6 +887,8 @@ store_tests!(
     ping_and_backend,
     job_state_round_trip,
     runs_start_finish_recent,
+    end_run_records_state_and_unlocks_at_once,
+    lock_and_start_run_is_all_or_nothing,
     close_interrupted_runs,
     lock_exclusivity_expiry_renew_unlock,
     concurrent_try_lock_has_one_winner,

@@ -239,6 +239,9 @@ impl Engine {
                 0.0
             },
         );
+        // Taken before the states are read: a job that finishes in between has its new state
+        // in the store but not in `states`, and must not be judged (and queued) on the old one.
+        let busy = self.running_now();
         let states = match self.store.job_states().await {
             Ok(s) => s,
             Err(e) => {
@@ -249,7 +252,7 @@ impl Engine {
         let states = by_job(&states);
         for job in self.jobs.iter().filter(|j| j.config.enabled) {
             let name = job.config.name.as_str();
-            if self.is_running(name) {
+            if busy.contains(name) {
                 continue;
             }
             let state = states.get(name).copied();
@@ -313,16 +316,17 @@ impl Engine {
         }
     }
 
+    /// The jobs queued or running now.
+    fn running_now(&self) -> HashSet<String> {
+        self.running.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Marks `job` as queued or running unless it already is; true if this call marked it.
     fn try_claim(&self, job: &str) -> bool {
         self.running
             .lock()
             .map(|mut s| s.insert(job.to_string()))
             .unwrap_or(false)
-    }
-
-    fn is_running(&self, job: &str) -> bool {
-        self.running.lock().map(|s| s.contains(job)).unwrap_or(true)
     }
 
     fn set_running(&self, job: &str, running: bool) {

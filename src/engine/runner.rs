@@ -38,15 +38,26 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<RunResult, StoreError> {
         let name = job.config.name.as_str();
-        let Some(lock) = JobLock::try_acquire(&self.store, name, &self.holder).await? else {
+        let run = NewRun {
+            job: name.to_string(),
+            kind: job.config.kind().to_string(),
+            trigger,
+            started_at: Utc::now(),
+        };
+        let Some((lock, run_id)) =
+            JobLock::try_acquire_for_run(&self.store, &self.holder, &run).await?
+        else {
             tracing::debug!(
                 job = name,
                 "job is locked by another process; not running it now"
             );
             return Ok(RunResult::Busy);
         };
-        let result = self.run_locked(job, trigger, req, cancel, &lock).await;
-        if let Err(e) = lock.release().await {
+        let result = self.run_locked(job, &run, run_id, req, cancel, &lock).await;
+        // On success `run_locked` released the lock together with the run's record.
+        if result.is_err()
+            && let Err(e) = lock.release().await
+        {
             tracing::warn!(job = name, error = %e, "releasing the job lock failed; it expires by itself");
         }
         result
@@ -55,23 +66,15 @@ impl Engine {
     async fn run_locked(
         &self,
         job: &EngineJob,
-        trigger: RunTrigger,
+        run: &NewRun,
+        run_id: i64,
         req: RunRequest,
         cancel: &CancellationToken,
         lock: &JobLock,
     ) -> Result<RunResult, StoreError> {
         let name = job.config.name.as_str();
         let kind = job.config.kind();
-        let started_at = Utc::now();
-        let run_id = self
-            .store
-            .start_run(&NewRun {
-                job: name.to_string(),
-                kind: kind.to_string(),
-                trigger,
-                started_at,
-            })
-            .await?;
+        let (started_at, trigger) = (run.started_at, run.trigger);
         let mut state = self
             .store
             .job_state(name)
@@ -199,8 +202,16 @@ impl Engine {
                 )
             }
         };
-        self.store.finish_run(run_id, &end).await?;
-        self.store.put_job_state(&state).await?;
+        // Alerts first, still under the lock, so that a command running the job next sees them.
+        for signal in &signals {
+            self.incidents
+                .apply(name, signal, job.config.alerts.as_deref(), finished_at)
+                .await?;
+        }
+        lock.stop_renewal().await;
+        self.store
+            .end_run(run_id, &end, &state, &self.holder)
+            .await?;
         self.metrics
             .job_consecutive_failures
             .with_label_values(&[name, kind])
@@ -208,11 +219,6 @@ impl Engine {
         self.metrics
             .set_secret_changed(name, state.secret_changed_at);
         self.publish_next_due(job, Some(&state), finished_at);
-        for signal in &signals {
-            self.incidents
-                .apply(name, signal, job.config.alerts.as_deref(), finished_at)
-                .await?;
-        }
         Ok(result)
     }
 
