@@ -17,8 +17,8 @@ use sqlx::{AssertSqlSafe, Connection};
 use tempfile::TempDir;
 use vault_steward::store::{
     self, AlertRecord, AlertStatus, DeliveryKind, DeliveryState, JobState, NewAction, NewDelivery,
-    NewRotation, NewRun, RotationStatus, RunEnd, RunOutcome, RunTrigger, SnapshotRecord, Store,
-    StoreError,
+    NewRotation, NewRun, RotationStatus, RunEnd, RunEnding, RunOutcome, RunTrigger, SnapshotRecord,
+    Store, StoreError,
 };
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -311,7 +311,7 @@ async fn lock_and_start_run_is_all_or_nothing(f: &Fixture) {
     assert_eq!(runs[0].trigger, RunTrigger::Manual);
 }
 
-async fn end_run_records_state_and_unlocks_at_once(f: &Fixture) {
+async fn end_runs_record_state_and_unlock_at_once(f: &Fixture) {
     let s = &f.store;
     assert!(s.try_lock("api", "me", t(0), t(30)).await.unwrap());
     let id = s
@@ -341,7 +341,13 @@ async fn end_run_records_state_and_unlocks_at_once(f: &Fixture) {
     };
     // Someone else's lock is left alone.
     assert!(s.try_lock("other", "you", t(0), t(30)).await.unwrap());
-    s.end_run(id, &end, &state, "me").await.unwrap();
+    let ending = |holder: &str| RunEnding {
+        run_id: id,
+        end: end.clone(),
+        state: state.clone(),
+        holder: holder.into(),
+    };
+    s.end_runs(&[ending("me")]).await.unwrap();
     let run = &s.recent_runs("api", 1).await.unwrap()[0];
     assert_eq!(run.finished_at, Some(t(2)));
     assert_eq!(run.outcome, Some(RunOutcome::Success));
@@ -354,11 +360,57 @@ async fn end_run_records_state_and_unlocks_at_once(f: &Fixture) {
     );
     // A holder that lost its lock to another does not release the other's.
     assert!(s.try_lock("api", "thief", t(3), t(33)).await.unwrap());
-    s.end_run(id, &end, &state, "me").await.unwrap();
+    s.end_runs(&[ending("me")]).await.unwrap();
     assert_eq!(
         s.lock_info("api").await.unwrap().map(|l| l.holder),
         Some("thief".to_string())
     );
+
+    // Several runs in one transaction.
+    let mut endings = Vec::new();
+    for job in ["b1", "b2"] {
+        let run_id = s
+            .lock_and_start_run(
+                "me",
+                t(60),
+                &NewRun {
+                    job: job.into(),
+                    kind: "api-key".into(),
+                    trigger: RunTrigger::Schedule,
+                    started_at: t(10),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        endings.push(RunEnding {
+            run_id,
+            end: RunEnd {
+                finished_at: t(11),
+                outcome: RunOutcome::Skipped,
+                detail: None,
+                error: None,
+            },
+            state: JobState {
+                job: job.into(),
+                kind: "api-key".into(),
+                last_outcome: Some(RunOutcome::Skipped),
+                ..JobState::default()
+            },
+            holder: "me".into(),
+        });
+    }
+    s.end_runs(&endings).await.unwrap();
+    for job in ["b1", "b2"] {
+        assert!(s.lock_info(job).await.unwrap().is_none());
+        let run = &s.recent_runs(job, 1).await.unwrap()[0];
+        assert_eq!(run.outcome, Some(RunOutcome::Skipped));
+        assert_eq!(
+            s.job_state(job).await.unwrap().unwrap().last_outcome,
+            Some(RunOutcome::Skipped)
+        );
+    }
+    s.end_runs(&[]).await.unwrap();
 }
 
 async fn close_interrupted_runs(f: &Fixture) {
@@ -887,7 +939,7 @@ store_tests!(
     ping_and_backend,
     job_state_round_trip,
     runs_start_finish_recent,
-    end_run_records_state_and_unlocks_at_once,
+    end_runs_record_state_and_unlock_at_once,
     lock_and_start_run_is_all_or_nothing,
     close_interrupted_runs,
     lock_exclusivity_expiry_renew_unlock,

@@ -10,6 +10,7 @@ mod actions;
 pub mod backoff;
 pub mod due;
 pub mod lock;
+mod recorder;
 pub mod runner;
 pub mod view;
 
@@ -96,6 +97,9 @@ pub struct Engine {
     running: Mutex<HashSet<String>>,
     /// A deferred-action sweep is under way.
     actions_busy: AtomicBool,
+    /// Where the daemon's runs send their endings for group commit (`None` outside
+    /// [`Engine::run`], e.g. in CLI commands: they write directly).
+    recorder: Mutex<Option<mpsc::UnboundedSender<recorder::Ending>>>,
     /// Unix ms of the newest tick handled, for the systemd watchdog.
     last_tick_ms: AtomicI64,
 }
@@ -129,6 +133,7 @@ impl Engine {
             holder: lock::holder_id(),
             running: Mutex::new(HashSet::new()),
             actions_busy: AtomicBool::new(false),
+            recorder: Mutex::new(None),
             last_tick_ms: AtomicI64::new(Utc::now().timestamp_millis()),
         }
     }
@@ -192,6 +197,11 @@ impl Engine {
             .map_err(|e| EngineError::Scheduler(e.to_string()))?;
 
         let tasks = TaskTracker::new();
+        let (ending_tx, ending_rx) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(recorder::record(self.store.clone(), ending_rx));
+        if let Ok(mut slot) = self.recorder.lock() {
+            *slot = Some(ending_tx);
+        }
         let (queue_tx, queue_rx) = mpsc::unbounded_channel::<Queued>();
         let dispatcher = tokio::spawn(self.clone().dispatch(
             queue_rx,
@@ -223,6 +233,14 @@ impl Engine {
                 timeout = %self.settings.shutdown_timeout,
                 "jobs still running at shutdown timeout; leaving them (their state machines resume on next start)"
             );
+        }
+        // The recorder stops once the last ending queued so far is committed; runs still going
+        // after the timeout write theirs directly.
+        if let Ok(mut slot) = self.recorder.lock() {
+            slot.take();
+        }
+        if let Err(e) = recorder.await {
+            tracing::error!(error = %e, "the run recorder failed");
         }
         Ok(())
     }
@@ -304,14 +322,15 @@ impl Engine {
             };
             let (engine, cancel) = (self.clone(), cancel.clone());
             tasks.spawn(async move {
+                // The permit goes back as soon as the job is done with its target; recording
+                // the run's end does not hold a slot.
                 let result = engine
-                    .run_job(&job, trigger, RunRequest::default(), &cancel)
+                    .run_job_permitted(&job, trigger, RunRequest::default(), &cancel, Some(permit))
                     .await;
                 if let Err(e) = result {
                     tracing::error!(job = %job.config.name, error = %e, "could not record the run in the state store");
                 }
                 engine.set_running(&job.config.name, false);
-                drop(permit);
             });
         }
     }

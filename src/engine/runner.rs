@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::retry_delay;
@@ -14,7 +15,14 @@ use super::{Engine, EngineJob};
 use crate::alert;
 use crate::job::{AlertSignal, JobContext, JobError, RunReport, RunRequest, Severity, Work};
 use crate::metrics::unix_seconds;
-use crate::store::{JobState, NewRun, RunEnd, RunOutcome, RunTrigger, StoreError};
+use crate::store::{JobState, NewRun, RunEnd, RunEnding, RunOutcome, RunTrigger, StoreError};
+
+/// A run that holds its job's lock and has its start recorded.
+struct Held<'a> {
+    lock: &'a JobLock,
+    run: &'a NewRun,
+    run_id: i64,
+}
 
 /// How an attempt to run a job ended.
 #[derive(Debug)]
@@ -37,6 +45,20 @@ impl Engine {
         req: RunRequest,
         cancel: &CancellationToken,
     ) -> Result<RunResult, StoreError> {
+        self.run_job_permitted(job, trigger, req, cancel, None)
+            .await
+    }
+
+    /// [`Engine::run_job`] holding one of the daemon's `max_concurrent` permits, which is
+    /// released as soon as the kind's work is done (before the run's end is recorded).
+    pub(super) async fn run_job_permitted(
+        &self,
+        job: &EngineJob,
+        trigger: RunTrigger,
+        req: RunRequest,
+        cancel: &CancellationToken,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<RunResult, StoreError> {
         let name = job.config.name.as_str();
         let run = NewRun {
             job: name.to_string(),
@@ -53,7 +75,12 @@ impl Engine {
             );
             return Ok(RunResult::Busy);
         };
-        let result = self.run_locked(job, &run, run_id, req, cancel, &lock).await;
+        let held = Held {
+            lock: &lock,
+            run: &run,
+            run_id,
+        };
+        let result = self.run_locked(job, &held, req, cancel, permit).await;
         // On success `run_locked` released the lock together with the run's record.
         if result.is_err()
             && let Err(e) = lock.release().await
@@ -66,12 +93,12 @@ impl Engine {
     async fn run_locked(
         &self,
         job: &EngineJob,
-        run: &NewRun,
-        run_id: i64,
+        held: &Held<'_>,
         req: RunRequest,
         cancel: &CancellationToken,
-        lock: &JobLock,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> Result<RunResult, StoreError> {
+        let (lock, run, run_id) = (held.lock, held.run, held.run_id);
         let name = job.config.name.as_str();
         let kind = job.config.kind();
         let (started_at, trigger) = (run.started_at, run.trigger);
@@ -113,6 +140,7 @@ impl Engine {
             _ = cancel.cancelled() => Err(JobError::Cancelled),
             _ = lock.lost.cancelled() => Err(JobError::Transient("lost the job lock".into())),
         };
+        drop(permit);
         let elapsed = clock.elapsed().as_secs_f64();
         let finished_at = Utc::now();
         self.metrics
@@ -209,9 +237,13 @@ impl Engine {
                 .await?;
         }
         lock.stop_renewal().await;
-        self.store
-            .end_run(run_id, &end, &state, &self.holder)
-            .await?;
+        self.record_end(RunEnding {
+            run_id,
+            end,
+            state: state.clone(),
+            holder: self.holder.clone(),
+        })
+        .await?;
         self.metrics
             .job_consecutive_failures
             .with_label_values(&[name, kind])
@@ -220,6 +252,23 @@ impl Engine {
             .set_secret_changed(name, state.secret_changed_at);
         self.publish_next_due(job, Some(&state), finished_at);
         Ok(result)
+    }
+
+    /// Records a run's end: through the group-commit recorder in the daemon, directly otherwise.
+    async fn record_end(&self, ending: RunEnding) -> Result<(), StoreError> {
+        let queue = self.recorder.lock().ok().and_then(|q| q.clone());
+        if let Some(queue) = queue {
+            let (done, recorded) = oneshot::channel();
+            let fallback = ending.clone();
+            if queue.send(super::recorder::Ending { ending, done }).is_ok()
+                && let Ok(result) = recorded.await
+            {
+                return result;
+            }
+            // The recorder is gone (shutting down): write it ourselves.
+            return self.store.end_runs(std::slice::from_ref(&fallback)).await;
+        }
+        self.store.end_runs(std::slice::from_ref(&ending)).await
     }
 
     /// Updates `job_next_run_timestamp_seconds` and returns the next due time.

@@ -149,16 +149,10 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
         run: &NewRun,
     ) -> Result<Option<i64>, StoreError>;
-    /// Records the end of a run and the job's new state, and releases `holder`'s lock on the
-    /// job, in one transaction: one durable commit instead of three, which is what bounds a
-    /// sweep of thousands of due jobs.
-    async fn end_run(
-        &self,
-        id: i64,
-        end: &RunEnd,
-        state: &JobState,
-        holder: &str,
-    ) -> Result<(), StoreError>;
+    /// Records the end of each run and its job's new state, and releases each holder's lock on
+    /// the job, all in one transaction: one durable commit for many runs instead of three per
+    /// run, which is what bounds a sweep of thousands of due jobs.
+    async fn end_runs(&self, ends: &[RunEnding]) -> Result<(), StoreError>;
     /// The newest runs of a job, newest first.
     async fn recent_runs(&self, job: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     /// Marks every run that started and never finished (the process died) as

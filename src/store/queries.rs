@@ -88,7 +88,7 @@ macro_rules! impl_store {
             use $crate::store::{
                 ActionRecord, AlertRecord, DeliveryRecord, JobState, LockInfo, NewAction,
                 NewDelivery, NewRotation, NewRun, RotationRecord, RotationStatus, RunEnd,
-                RunRecord, SnapshotRecord, StoreError,
+                RunEnding, RunRecord, SnapshotRecord, StoreError,
             };
 
             #[async_trait::async_trait]
@@ -198,40 +198,37 @@ macro_rules! impl_store {
                     Ok(Some(id))
                 }
 
-                async fn end_run(
-                    &self,
-                    id: i64,
-                    end: &RunEnd,
-                    state: &JobState,
-                    holder: &str,
-                ) -> Result<(), StoreError> {
+                async fn end_runs(&self, ends: &[RunEnding]) -> Result<(), StoreError> {
                     let mut tx = self.pool.begin().await?;
-                    sqlx::query($crate::store::queries::sql!(finish_run))
-                        .bind(id)
-                        .bind(ms(end.finished_at))
-                        .bind(end.outcome.as_str())
-                        .bind(end.detail.as_deref())
-                        .bind(end.error.as_deref())
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query($crate::store::queries::sql!(put_job_state))
-                        .bind(&state.job)
-                        .bind(&state.kind)
-                        .bind(opt_ms(state.last_run_at))
-                        .bind(opt_ms(state.last_success_at))
-                        .bind(state.last_outcome.as_ref().map(|o| o.as_str()))
-                        .bind(i64::from(state.consecutive_failures))
-                        .bind(opt_ms(state.secret_changed_at))
-                        .bind(state.secret_version)
-                        .bind(opt_ms(state.retry_at))
-                        .bind(state.last_error.as_deref())
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("DELETE FROM job_locks WHERE job = $1 AND holder = $2")
-                        .bind(&state.job)
-                        .bind(holder)
-                        .execute(&mut *tx)
-                        .await?;
+                    for e in ends {
+                        sqlx::query($crate::store::queries::sql!(finish_run))
+                            .bind(e.run_id)
+                            .bind(ms(e.end.finished_at))
+                            .bind(e.end.outcome.as_str())
+                            .bind(e.end.detail.as_deref())
+                            .bind(e.end.error.as_deref())
+                            .execute(&mut *tx)
+                            .await?;
+                        let state = &e.state;
+                        sqlx::query($crate::store::queries::sql!(put_job_state))
+                            .bind(&state.job)
+                            .bind(&state.kind)
+                            .bind(opt_ms(state.last_run_at))
+                            .bind(opt_ms(state.last_success_at))
+                            .bind(state.last_outcome.as_ref().map(|o| o.as_str()))
+                            .bind(i64::from(state.consecutive_failures))
+                            .bind(opt_ms(state.secret_changed_at))
+                            .bind(state.secret_version)
+                            .bind(opt_ms(state.retry_at))
+                            .bind(state.last_error.as_deref())
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM job_locks WHERE job = $1 AND holder = $2")
+                            .bind(&state.job)
+                            .bind(&e.holder)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     tx.commit().await?;
                     Ok(())
                 }
