@@ -4,7 +4,8 @@
 //!
 //! [`due`] computes when a job is next due (pure), [`backoff`] the retry delays, [`lock`] the
 //! per-job locks shared with CLI commands, [`runner`] one run from lock to record, `actions` the
-//! deferred actions jobs leave in the store (e.g. destroy an old secret-id after its grace).
+//! deferred actions jobs leave in the store (e.g. destroy an old secret-id after its grace), and
+//! `recorder` the group commit of run endings (many runs share one durable commit).
 
 mod actions;
 pub mod backoff;
