@@ -249,3 +249,101 @@ async fn a_hand_written_version_during_rotation_wins_and_the_unused_secret_id_is
     );
     d.terminate(Duration::from_secs(15)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_id_put_in_kv_by_hand_is_adopted_and_destroyed_after_the_first_rotation() {
+    let vault = RootVault::new();
+    let prefix = unique("approle-adopt");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    // Set up by hand the way the deployment guide does it: no accessor stored.
+    let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
+    record_canaries([hand_secret_id.as_str()]);
+    vault
+        .kv_put(
+            &path,
+            json!({ "role_id": role_id, "secret_id": hand_secret_id, "owner": "team-b" }),
+        )
+        .await;
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-adopt";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "1h", "2s"));
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    // Fresh, so not rotated on start; an emergency rotation replaces it.
+    let (st, out, err) = cfg.cli(&["rotate", name]);
+    assert!(st.success(), "{out}{err}");
+    let new = creds(&vault, &path, 2).await;
+    let kv = vault.kv_get(&path).await.unwrap();
+    assert_eq!(kv.data["owner"], "team-b", "other fields are kept");
+    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
+    wait_until(
+        Duration::from_secs(15),
+        "the hand-made secret-id refused",
+        || async { !logs_in(&vault, &role_id, &hand_secret_id).await },
+    )
+    .await;
+    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
+    d.terminate(Duration::from_secs(15)).await;
+}
+
+/// The accessors of `role`'s live secret-ids.
+async fn accessors(vault: &RootVault, role: &str) -> Vec<String> {
+    let (_, list) = vault
+        .call(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            &format!("auth/approle/role/{role}/secret-id"),
+            None,
+        )
+        .await;
+    list["data"]["keys"]
+        .as_array()
+        .map(|a| a.iter().map(|k| k.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_issuing_the_restart_destroys_the_orphan_and_rotates() {
+    let vault = RootVault::new();
+    let prefix = unique("approle-crash");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    vault
+        .ok(
+            reqwest::Method::POST,
+            &format!("auth/approle/role/{role}"),
+            Some(json!({ "token_ttl": "5m" })),
+        )
+        .await;
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-crash";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "1h", "1m"));
+    // Dies after Vault issued the secret-id, before it reached KV.
+    let mut d = cfg.start(&[("VAULT_STEWARD_FAILPOINT", "approle-after-issue")]);
+    let status = d.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    assert_eq!(vault.current_version(&path).await, 0);
+    let orphan = accessors(&vault, &role).await;
+    assert_eq!(orphan.len(), 1, "one secret-id nobody knows");
+
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    wait_until(Duration::from_secs(15), "the resumed rotation", || async {
+        vault.current_version(&path).await == 1
+    })
+    .await;
+    let stored = creds(&vault, &path, 1).await;
+    assert_ne!(stored.accessor, orphan[0]);
+    assert_eq!(
+        accessors(&vault, &role).await,
+        vec![stored.accessor.clone()],
+        "the orphan is destroyed, only the stored secret-id is left"
+    );
+    assert!(logs_in(&vault, &stored.role_id, &stored.secret_id).await);
+    let store = vault_steward::store::open(&format!("sqlite://{}", cfg.state_db().display()), None)
+        .await
+        .unwrap();
+    assert!(store.open_rotations(Some(name)).await.unwrap().is_empty());
+    d.terminate(Duration::from_secs(15)).await;
+}
