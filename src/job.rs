@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Duration, Schedule};
-use crate::store::{Store, StoreError};
+use crate::store::{ActionRecord, Store, StoreError};
 use crate::vault::{VaultError, VaultSession};
 
 /// What a job may use while it runs.
@@ -167,5 +167,22 @@ pub trait Job: Send + Sync + 'static {
     /// The default does nothing; kinds that record rotations override it.
     async fn resume(&self, _ctx: &JobContext) -> Result<Option<RunReport>, JobError> {
         Ok(None)
+    }
+
+    /// Carries out one of this job's deferred actions (scheduled by an earlier run with
+    /// [`Store::schedule_action`], e.g. "destroy the old secret-id after its grace"). The engine
+    /// calls it once the action is due, under the job's lock, marks it done on `Ok` and retries
+    /// it with backoff on `Err`, across restarts. Must be safe to repeat: a crash between the
+    /// side effect and its record runs it again. Returns alert signals like [`Job::run`].
+    async fn perform(
+        &self,
+        ctx: &JobContext,
+        action: &ActionRecord,
+    ) -> Result<Vec<AlertSignal>, JobError> {
+        let _ = ctx;
+        Err(JobError::Permanent(format!(
+            "this kind has no deferred action `{}`",
+            action.action
+        )))
     }
 }

@@ -17,8 +17,8 @@ use sqlx::{AssertSqlSafe, Connection};
 use tempfile::TempDir;
 use vault_steward::store::{
     self, AlertRecord, AlertStatus, DeliveryKind, DeliveryState, JobState, NewAction, NewDelivery,
-    NewRotation, NewRun, RotationStatus, RunEnd, RunOutcome, RunTrigger, SnapshotRecord, Store,
-    StoreError,
+    NewRotation, NewRun, RotationStatus, RunEnd, RunEnding, RunOutcome, RunTrigger, SnapshotRecord,
+    Store, StoreError,
 };
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -270,6 +270,147 @@ async fn runs_start_finish_recent(f: &Fixture) {
     assert_eq!(newest.len(), 1);
     assert_eq!(newest[0].id, third);
     assert!(s.recent_runs("nobody", 10).await.unwrap().is_empty());
+}
+
+async fn lock_and_start_run_is_all_or_nothing(f: &Fixture) {
+    let s = &f.store;
+    let run = |at: i64| NewRun {
+        job: "api".into(),
+        kind: "api-key".into(),
+        trigger: RunTrigger::Manual,
+        started_at: t(at),
+    };
+    assert!(s.try_lock("api", "daemon", t(0), t(30)).await.unwrap());
+    // Held by someone else: no lock, and no run recorded.
+    assert_eq!(
+        s.lock_and_start_run("cli", t(40), &run(1)).await.unwrap(),
+        None
+    );
+    assert!(s.recent_runs("api", 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.lock_info("api").await.unwrap().map(|l| l.holder),
+        Some("daemon".to_string())
+    );
+    // Free (the lease ran out): both at once.
+    let id = s
+        .lock_and_start_run("cli", t(60), &run(31))
+        .await
+        .unwrap()
+        .expect("taken");
+    let lock = s.lock_info("api").await.unwrap().unwrap();
+    assert_eq!(
+        (lock.holder.as_str(), lock.acquired_at, lock.expires_at),
+        ("cli", t(31), t(60))
+    );
+    let runs = s.recent_runs("api", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].id, runs[0].started_at, runs[0].finished_at),
+        (id, t(31), None)
+    );
+    assert_eq!(runs[0].trigger, RunTrigger::Manual);
+}
+
+async fn end_runs_record_state_and_unlock_at_once(f: &Fixture) {
+    let s = &f.store;
+    assert!(s.try_lock("api", "me", t(0), t(30)).await.unwrap());
+    let id = s
+        .start_run(&NewRun {
+            job: "api".into(),
+            kind: "api-key".into(),
+            trigger: RunTrigger::Schedule,
+            started_at: t(0),
+        })
+        .await
+        .unwrap();
+    let state = JobState {
+        job: "api".into(),
+        kind: "api-key".into(),
+        last_run_at: Some(t(0)),
+        last_success_at: Some(t(2)),
+        last_outcome: Some(RunOutcome::Success),
+        secret_changed_at: Some(t(1)),
+        secret_version: Some(7),
+        ..JobState::default()
+    };
+    let end = RunEnd {
+        finished_at: t(2),
+        outcome: RunOutcome::Success,
+        detail: Some("rotated to version 7".into()),
+        error: None,
+    };
+    // Someone else's lock is left alone.
+    assert!(s.try_lock("other", "you", t(0), t(30)).await.unwrap());
+    let ending = |holder: &str| RunEnding {
+        run_id: id,
+        end: end.clone(),
+        state: state.clone(),
+        holder: holder.into(),
+    };
+    s.end_runs(&[ending("me")]).await.unwrap();
+    let run = &s.recent_runs("api", 1).await.unwrap()[0];
+    assert_eq!(run.finished_at, Some(t(2)));
+    assert_eq!(run.outcome, Some(RunOutcome::Success));
+    assert_eq!(run.detail.as_deref(), Some("rotated to version 7"));
+    assert_eq!(s.job_state("api").await.unwrap(), Some(state.clone()));
+    assert!(s.lock_info("api").await.unwrap().is_none(), "released");
+    assert_eq!(
+        s.lock_info("other").await.unwrap().map(|l| l.holder),
+        Some("you".to_string())
+    );
+    // A holder that lost its lock to another does not release the other's.
+    assert!(s.try_lock("api", "thief", t(3), t(33)).await.unwrap());
+    s.end_runs(&[ending("me")]).await.unwrap();
+    assert_eq!(
+        s.lock_info("api").await.unwrap().map(|l| l.holder),
+        Some("thief".to_string())
+    );
+
+    // Several runs in one transaction.
+    let mut endings = Vec::new();
+    for job in ["b1", "b2"] {
+        let run_id = s
+            .lock_and_start_run(
+                "me",
+                t(60),
+                &NewRun {
+                    job: job.into(),
+                    kind: "api-key".into(),
+                    trigger: RunTrigger::Schedule,
+                    started_at: t(10),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        endings.push(RunEnding {
+            run_id,
+            end: RunEnd {
+                finished_at: t(11),
+                outcome: RunOutcome::Skipped,
+                detail: None,
+                error: None,
+            },
+            state: JobState {
+                job: job.into(),
+                kind: "api-key".into(),
+                last_outcome: Some(RunOutcome::Skipped),
+                ..JobState::default()
+            },
+            holder: "me".into(),
+        });
+    }
+    s.end_runs(&endings).await.unwrap();
+    for job in ["b1", "b2"] {
+        assert!(s.lock_info(job).await.unwrap().is_none());
+        let run = &s.recent_runs(job, 1).await.unwrap()[0];
+        assert_eq!(run.outcome, Some(RunOutcome::Skipped));
+        assert_eq!(
+            s.job_state(job).await.unwrap().unwrap().last_outcome,
+            Some(RunOutcome::Skipped)
+        );
+    }
+    s.end_runs(&[]).await.unwrap();
 }
 
 async fn close_interrupted_runs(f: &Fixture) {
@@ -893,6 +1034,8 @@ store_tests!(
     ping_and_backend,
     job_state_round_trip,
     runs_start_finish_recent,
+    end_runs_record_state_and_unlock_at_once,
+    lock_and_start_run_is_all_or_nothing,
     close_interrupted_runs,
     lock_exclusivity_expiry_renew_unlock,
     concurrent_try_lock_has_one_winner,

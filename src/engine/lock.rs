@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::store::{Store, StoreError};
+use crate::store::{NewRun, Store, StoreError};
 
 /// How long a lock lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -89,6 +89,32 @@ impl JobLock {
         if !got {
             return Ok(None);
         }
+        Ok(Some(Self::held(store, job, holder)))
+    }
+
+    /// Like [`JobLock::try_acquire`], and records the start of `run` in the same transaction
+    /// ([`Store::lock_and_start_run`]): the daemon's runs take one durable commit here instead
+    /// of two. Returns the lock and the run's id.
+    pub async fn try_acquire_for_run(
+        store: &Arc<dyn Store>,
+        holder: &str,
+        run: &NewRun,
+    ) -> Result<Option<(JobLock, i64)>, StoreError> {
+        let until = run.started_at + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let mut got = store.lock_and_start_run(holder, until, run).await?;
+        if got.is_none()
+            && let Some(info) = store.lock_info(&run.job).await?
+            && holder_is_dead_here(&info.holder)
+        {
+            tracing::warn!(job = %run.job, stale_holder = %info.holder, "taking over the lock of a process that died");
+            store.unlock(&run.job, &info.holder).await?;
+            got = store.lock_and_start_run(holder, until, run).await?;
+        }
+        Ok(got.map(|id| (Self::held(store, &run.job, holder), id)))
+    }
+
+    /// The lock just taken by `holder`, renewed from now on.
+    fn held(store: &Arc<dyn Store>, job: &str, holder: &str) -> JobLock {
         let lock = JobLock {
             store: store.clone(),
             job: job.to_string(),
@@ -98,7 +124,7 @@ impl JobLock {
             lost: CancellationToken::new(),
         };
         lock.spawn_renewal();
-        Ok(Some(lock))
+        lock
     }
 
     /// Waits up to `wait` for the lock (for CLI commands while the daemon is running a job).
@@ -147,9 +173,15 @@ impl JobLock {
 
     /// Stops renewal and releases the lock.
     pub async fn release(self) -> Result<(), StoreError> {
+        self.stop_renewal().await;
+        self.store.unlock(&self.job, &self.holder).await
+    }
+
+    /// Stops renewal only, for a holder about to release the lock as part of a larger
+    /// transaction ([`Store::end_run`]); [`JobLock::release`] remains safe to call afterwards.
+    pub async fn stop_renewal(&self) {
         self.stop.cancel();
         self.tasks.wait().await;
-        self.store.unlock(&self.job, &self.holder).await
     }
 }
 

@@ -3,17 +3,21 @@
 //! was down catches up once.
 //!
 //! [`due`] computes when a job is next due (pure), [`backoff`] the retry delays, [`lock`] the
-//! per-job locks shared with CLI commands, [`runner`] one run from lock to record.
+//! per-job locks shared with CLI commands, [`runner`] one run from lock to record, `actions` the
+//! deferred actions jobs leave in the store (e.g. destroy an old secret-id after its grace), and
+//! `recorder` the group commit of run endings (many runs share one durable commit).
 
+mod actions;
 pub mod backoff;
 pub mod due;
 pub mod lock;
+mod recorder;
 pub mod runner;
 pub mod view;
 pub mod watch;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -26,7 +30,7 @@ use crate::alert::Incidents;
 use crate::config::{Config, EngineConfig, JobConfig};
 use crate::job::{Cadence, Job, RunRequest};
 use crate::metrics::Metrics;
-use crate::store::{RunTrigger, Store, StoreError};
+use crate::store::{JobState, RunTrigger, Store, StoreError};
 use crate::vault::VaultSession;
 
 pub use runner::RunResult;
@@ -37,6 +41,17 @@ pub struct EngineJob {
     pub config: JobConfig,
     pub cadence: Cadence,
     pub job: Arc<dyn Job>,
+}
+
+/// A due job waiting for a permit.
+struct Queued {
+    job: Arc<EngineJob>,
+    trigger: RunTrigger,
+}
+
+/// Job states by job name: the tick looks each of thousands of jobs up once.
+fn by_job(states: &[JobState]) -> HashMap<&str, &JobState> {
+    states.iter().map(|s| (s.job.as_str(), s)).collect()
 }
 
 /// Errors that stop the engine.
@@ -80,7 +95,14 @@ pub struct Engine {
     failures_before_alert: u32,
     /// This process's identity in lock rows.
     pub holder: String,
+    /// Jobs queued or running (and jobs whose deferred actions are running), so that none
+    /// runs twice at once in this process.
     running: Mutex<HashSet<String>>,
+    /// A deferred-action sweep is under way.
+    actions_busy: AtomicBool,
+    /// Where the daemon's runs send their endings for group commit (`None` outside
+    /// [`Engine::run`], e.g. in CLI commands: they write directly).
+    recorder: Mutex<Option<mpsc::UnboundedSender<recorder::Ending>>>,
     /// Unix ms of the newest tick handled, for the systemd watchdog.
     last_tick_ms: AtomicI64,
 }
@@ -108,6 +130,8 @@ impl Engine {
             failures_before_alert: config.alerts.failures_before_alert.max(1),
             holder: lock::holder_id(),
             running: Mutex::new(HashSet::new()),
+            actions_busy: AtomicBool::new(false),
+            recorder: Mutex::new(None),
             last_tick_ms: AtomicI64::new(Utc::now().timestamp_millis()),
         }
     }
@@ -123,15 +147,21 @@ impl Engine {
 
     /// Runs until `cancel`, then waits for running jobs (they see the cancellation) up to the
     /// configured shutdown timeout.
+    ///
+    /// Each tick only *finds* due jobs and queues them; a dispatcher starts queued jobs as soon
+    /// as one of the `max_concurrent` permits frees up. So a sweep of many due jobs (thousands
+    /// of keys created on the same day) runs back to back instead of `max_concurrent` per tick,
+    /// and the tick itself never waits on a job.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), EngineError> {
         let closed = self.store.close_interrupted_runs(Utc::now()).await?;
         for run in &closed {
             tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, "a run was interrupted by the previous process's death; rolling forward");
         }
         let states = self.store.job_states().await?;
+        let states = by_job(&states);
         let now = Utc::now();
         for job in &self.jobs {
-            let state = states.iter().find(|s| s.job == job.config.name);
+            let state = states.get(job.config.name.as_str()).copied();
             if let Some(s) = state {
                 self.metrics
                     .set_secret_changed(&job.config.name, s.secret_changed_at);
@@ -165,20 +195,36 @@ impl Engine {
             .map_err(|e| EngineError::Scheduler(e.to_string()))?;
 
         let tasks = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(self.settings.max_concurrent.max(1)));
+        let (ending_tx, ending_rx) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(recorder::record(self.store.clone(), ending_rx));
+        if let Ok(mut slot) = self.recorder.lock() {
+            *slot = Some(ending_tx);
+        }
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel::<Queued>();
+        let dispatcher = tokio::spawn(self.clone().dispatch(
+            queue_rx,
+            tasks.clone(),
+            cancel.clone(),
+        ));
         self.clone().resume_open_rotations(&tasks, &cancel).await?;
         // Evaluate once at start so that catch-up does not wait for the first tick.
-        self.clone().on_tick(&tasks, &permits, &cancel).await;
+        self.on_tick(&queue_tx).await;
+        self.clone().on_actions_tick(&tasks, &cancel);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 got = tick_rx.recv() => {
                     if got.is_none() { break; }
-                    self.clone().on_tick(&tasks, &permits, &cancel).await;
+                    self.on_tick(&queue_tx).await;
+                    self.clone().on_actions_tick(&tasks, &cancel);
                 }
             }
         }
         let _ = scheduler.shutdown().await;
+        drop(queue_tx);
+        if let Err(e) = dispatcher.await {
+            tracing::error!(error = %e, "the job dispatcher failed");
+        }
         tasks.close();
         let grace = self.settings.shutdown_timeout.as_std();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
@@ -187,15 +233,19 @@ impl Engine {
                 "jobs still running at shutdown timeout; leaving them (their state machines resume on next start)"
             );
         }
+        // The recorder stops once the last ending queued so far is committed; runs still going
+        // after the timeout write theirs directly.
+        if let Ok(mut slot) = self.recorder.lock() {
+            slot.take();
+        }
+        if let Err(e) = recorder.await {
+            tracing::error!(error = %e, "the run recorder failed");
+        }
         Ok(())
     }
 
-    async fn on_tick(
-        self: Arc<Self>,
-        tasks: &TaskTracker,
-        permits: &Arc<Semaphore>,
-        cancel: &CancellationToken,
-    ) {
+    /// Finds the jobs that are due now and queues those not already queued or running.
+    async fn on_tick(&self, queue: &mpsc::UnboundedSender<Queued>) {
         let now = Utc::now();
         self.last_tick_ms
             .store(now.timestamp_millis(), Ordering::Relaxed);
@@ -203,6 +253,9 @@ impl Engine {
         self.metrics
             .vault_authenticated
             .set(if authenticated { 1.0 } else { 0.0 });
+        // Taken before the states are read: a job that finishes in between has its new state
+        // in the store but not in `states`, and must not be judged (and queued) on the old one.
+        let busy = self.running_now();
         let states = match self.store.job_states().await {
             Ok(s) => s,
             Err(e) => {
@@ -210,12 +263,13 @@ impl Engine {
                 return;
             }
         };
+        let states = by_job(&states);
         for job in self.jobs.iter().filter(|j| j.config.enabled) {
-            let name = job.config.name.clone();
-            if self.is_running(&name) {
+            let name = job.config.name.as_str();
+            if busy.contains(name) {
                 continue;
             }
-            let state = states.iter().find(|s| s.job == name);
+            let state = states.get(name).copied();
             let next = self.publish_next_due(job, state, now);
             if !due::is_due(next, now) {
                 continue;
@@ -224,25 +278,68 @@ impl Engine {
                 // Not a failure of the job: it starts once the keep-alive has logged in.
                 continue;
             }
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                break;
-            };
+            if !self.try_claim(name) {
+                continue;
+            }
             let trigger = if state.is_some_and(|s| s.retry_at.is_some()) {
                 RunTrigger::Retry
             } else {
                 RunTrigger::Schedule
             };
-            self.set_running(&name, true);
-            let (engine, job, cancel) = (self.clone(), job.clone(), cancel.clone());
+            if queue
+                .send(Queued {
+                    job: job.clone(),
+                    trigger,
+                })
+                .is_err()
+            {
+                // The dispatcher is gone (shutting down).
+                self.set_running(name, false);
+                return;
+            }
+        }
+    }
+
+    /// Starts queued jobs, each as soon as a permit is free, until the queue closes or `cancel`.
+    async fn dispatch(
+        self: Arc<Self>,
+        mut queue: mpsc::UnboundedReceiver<Queued>,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.settings.max_concurrent.max(1)));
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return,
+                next = queue.recv() => next,
+            };
+            let Some(Queued { job, trigger }) = next else {
+                return;
+            };
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => return,
+                permit = permits.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else {
+                return;
+            };
+            let (engine, cancel) = (self.clone(), cancel.clone());
             tasks.spawn(async move {
+                // The permit goes back as soon as the job is done with its target; recording
+                // the run's end does not hold a slot.
                 let result = engine
-                    .run_job(&job, trigger, RunRequest::default(), &cancel)
+                    .run_job_permitted(
+                        &job,
+                        trigger,
+                        runner::Invocation::Run(RunRequest::default()),
+                        &cancel,
+                        Some(permit),
+                    )
                     .await;
                 if let Err(e) = result {
                     tracing::error!(job = %job.config.name, error = %e, "could not record the run in the state store");
                 }
                 engine.set_running(&job.config.name, false);
-                drop(permit);
             });
         }
     }
@@ -283,8 +380,17 @@ impl Engine {
         Ok(())
     }
 
-    fn is_running(&self, job: &str) -> bool {
-        self.running.lock().map(|s| s.contains(job)).unwrap_or(true)
+    /// The jobs queued or running now.
+    fn running_now(&self) -> HashSet<String> {
+        self.running.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Marks `job` as queued or running unless it already is; true if this call marked it.
+    fn try_claim(&self, job: &str) -> bool {
+        self.running
+            .lock()
+            .map(|mut s| s.insert(job.to_string()))
+            .unwrap_or(false)
     }
 
     fn set_running(&self, job: &str, running: bool) {

@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::retry_delay;
@@ -14,11 +15,18 @@ use super::{Engine, EngineJob};
 use crate::alert;
 use crate::job::{AlertSignal, JobContext, JobError, RunReport, RunRequest, Severity, Work};
 use crate::metrics::unix_seconds;
-use crate::store::{JobState, NewRun, RunEnd, RunOutcome, RunTrigger, StoreError};
+use crate::store::{JobState, NewRun, RunEnd, RunEnding, RunOutcome, RunTrigger, StoreError};
+
+/// A run that holds its job's lock and has its start recorded.
+struct Held<'a> {
+    lock: &'a JobLock,
+    run: &'a NewRun,
+    run_id: i64,
+}
 
 /// What the runner asks of the kind.
 #[derive(Debug, Clone, Copy)]
-enum Invocation {
+pub(super) enum Invocation {
     Run(RunRequest),
     /// [`crate::job::Job::resume`]: finish an open rotation left by a previous process.
     Resume,
@@ -45,21 +53,8 @@ impl Engine {
         req: RunRequest,
         cancel: &CancellationToken,
     ) -> Result<RunResult, StoreError> {
-        let name = job.config.name.as_str();
-        let Some(lock) = JobLock::try_acquire(&self.store, name, &self.holder).await? else {
-            tracing::debug!(
-                job = name,
-                "job is locked by another process; not running it now"
-            );
-            return Ok(RunResult::Busy);
-        };
-        let result = self
-            .run_locked(job, trigger, Invocation::Run(req), cancel, &lock)
-            .await;
-        if let Err(e) = lock.release().await {
-            tracing::warn!(job = name, error = %e, "releasing the job lock failed; it expires by itself");
-        }
-        result
+        self.run_job_permitted(job, trigger, Invocation::Run(req), cancel, None)
+            .await
     }
 
     /// Rolls forward what a previous process left half done ([`crate::job::Job::resume`]) under
@@ -69,18 +64,48 @@ impl Engine {
         job: &EngineJob,
         cancel: &CancellationToken,
     ) -> Result<RunResult, StoreError> {
+        self.run_job_permitted(job, RunTrigger::Resume, Invocation::Resume, cancel, None)
+            .await
+    }
+
+    /// [`Engine::run_job`] holding one of the daemon's `max_concurrent` permits, which is
+    /// released as soon as the kind's work is done (before the run's end is recorded).
+    pub(super) async fn run_job_permitted(
+        &self,
+        job: &EngineJob,
+        trigger: RunTrigger,
+        invocation: Invocation,
+        cancel: &CancellationToken,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<RunResult, StoreError> {
         let name = job.config.name.as_str();
-        let Some(lock) = JobLock::try_acquire(&self.store, name, &self.holder).await? else {
-            tracing::info!(
+        let run = NewRun {
+            job: name.to_string(),
+            kind: job.config.kind().to_string(),
+            trigger,
+            started_at: Utc::now(),
+        };
+        let Some((lock, run_id)) =
+            JobLock::try_acquire_for_run(&self.store, &self.holder, &run).await?
+        else {
+            tracing::debug!(
                 job = name,
-                "job is locked by another process, which rolls its own rotation forward"
+                "job is locked by another process; not running it now"
             );
             return Ok(RunResult::Busy);
         };
+        let held = Held {
+            lock: &lock,
+            run: &run,
+            run_id,
+        };
         let result = self
-            .run_locked(job, RunTrigger::Resume, Invocation::Resume, cancel, &lock)
+            .run_locked(job, &held, invocation, cancel, permit)
             .await;
-        if let Err(e) = lock.release().await {
+        // On success `run_locked` released the lock together with the run's record.
+        if result.is_err()
+            && let Err(e) = lock.release().await
+        {
             tracing::warn!(job = name, error = %e, "releasing the job lock failed; it expires by itself");
         }
         result
@@ -89,23 +114,15 @@ impl Engine {
     async fn run_locked(
         &self,
         job: &EngineJob,
-        trigger: RunTrigger,
+        held: &Held<'_>,
         invocation: Invocation,
         cancel: &CancellationToken,
-        lock: &JobLock,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> Result<RunResult, StoreError> {
+        let (lock, run, run_id) = (held.lock, held.run, held.run_id);
         let name = job.config.name.as_str();
         let kind = job.config.kind();
-        let started_at = Utc::now();
-        let run_id = self
-            .store
-            .start_run(&NewRun {
-                job: name.to_string(),
-                kind: kind.to_string(),
-                trigger,
-                started_at,
-            })
-            .await?;
+        let (started_at, trigger) = (run.started_at, run.trigger);
         let mut state = self
             .store
             .job_state(name)
@@ -157,6 +174,7 @@ impl Engine {
             _ = cancel.cancelled() => Err(JobError::Cancelled),
             _ = lock.lost.cancelled() => Err(JobError::Transient("lost the job lock".into())),
         };
+        drop(permit);
         let elapsed = clock.elapsed().as_secs_f64();
         let finished_at = Utc::now();
         self.metrics
@@ -247,8 +265,20 @@ impl Engine {
             }
         };
         self.record_vault_health(&signals);
-        self.store.finish_run(run_id, &end).await?;
-        self.store.put_job_state(&state).await?;
+        // Alerts first, still under the lock, so that a command running the job next sees them.
+        for signal in &signals {
+            self.incidents
+                .apply(name, signal, job.config.alerts.as_deref(), finished_at)
+                .await?;
+        }
+        lock.stop_renewal().await;
+        self.record_end(RunEnding {
+            run_id,
+            end,
+            state: state.clone(),
+            holder: self.holder.clone(),
+        })
+        .await?;
         self.metrics
             .job_consecutive_failures
             .with_label_values(&[name, kind])
@@ -256,12 +286,24 @@ impl Engine {
         self.metrics
             .set_secret_changed(name, state.secret_changed_at);
         self.publish_next_due(job, Some(&state), finished_at);
-        for signal in &signals {
-            self.incidents
-                .apply(name, signal, job.config.alerts.as_deref(), finished_at)
-                .await?;
-        }
         Ok(result)
+    }
+
+    /// Records a run's end: through the group-commit recorder in the daemon, directly otherwise.
+    async fn record_end(&self, ending: RunEnding) -> Result<(), StoreError> {
+        let queue = self.recorder.lock().ok().and_then(|q| q.clone());
+        if let Some(queue) = queue {
+            let (done, recorded) = oneshot::channel();
+            let fallback = ending.clone();
+            if queue.send(super::recorder::Ending { ending, done }).is_ok()
+                && let Ok(result) = recorded.await
+            {
+                return result;
+            }
+            // The recorder is gone (shutting down): write it ourselves.
+            return self.store.end_runs(std::slice::from_ref(&fallback)).await;
+        }
+        self.store.end_runs(std::slice::from_ref(&ending)).await
     }
 
     /// `vault_up` and `vault_sealed` follow the health check's signals (a `vault-health` job

@@ -35,9 +35,10 @@ pub fn status_rows(
     failures_before_alert: u32,
     now: DateTime<Utc>,
 ) -> Vec<StatusRow> {
+    let states = super::by_job(states);
     jobs.iter()
         .map(|job| {
-            let state = states.iter().find(|s| s.job == job.config.name);
+            let state = states.get(job.config.name.as_str()).copied();
             let next = next_due(&job.cadence, job.config.window.as_ref(), state, now);
             let failures = state.map(|s| s.consecutive_failures).unwrap_or(0);
             let label = match state {
@@ -84,7 +85,8 @@ pub async fn plan_rows(
     vault: &Arc<VaultSession>,
     now: DateTime<Utc>,
 ) -> Vec<PlanRow> {
-    let states = store.job_states().await.unwrap_or_default();
+    let all_states = store.job_states().await.unwrap_or_default();
+    let states = super::by_job(&all_states);
     let mut rows = Vec::with_capacity(jobs.len());
     for job in jobs {
         let ctx = JobContext {
@@ -93,7 +95,7 @@ pub async fn plan_rows(
             store: store.clone(),
             cancel: CancellationToken::new(),
         };
-        let mut state = states.iter().find(|s| s.job == job.config.name).cloned();
+        let mut state = states.get(job.config.name.as_str()).map(|s| (*s).clone());
         let target = match job.job.inspect(&ctx).await {
             Ok(inspection) => {
                 // The target's truth wins over what the store last saw.

@@ -3,6 +3,10 @@
 //! value someone wrote by hand in the meantime is never overwritten (that raises
 //! `ConcurrentWrite`, and the hand-written version counts as the rotation). Other fields of the
 //! secret are carried over unchanged; older versions stay readable for consumers.
+//!
+//! With `on_rotate`, each rotation is followed by a POST without the secret (see [`super::hook`]);
+//! a failing hook never undoes the rotation: it raises `OnRotateHookFailed` and is re-sent as a
+//! deferred action until the receiver accepts it.
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -12,13 +16,14 @@ use rand::{Rng, TryRngCore};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::rotation_metadata;
+use super::{hook, require_capabilities, rotation_metadata};
 use crate::config::{ApiKeyConfig, KeyAlphabet, KeyFormat};
 use crate::job::{
     AlertSignal, Cadence, Inspection, Job, JobContext, JobError, RunReport, RunRequest, Severity,
     Work,
 };
-use crate::vault::{KvSecret, VaultError};
+use crate::store::{ActionRecord, NewAction};
+use crate::vault::{KvSecret, KvWrite, VaultError};
 
 /// Alert raised when a check-and-set write found a version written by someone else.
 pub const CONCURRENT_WRITE: &str = "ConcurrentWrite";
@@ -73,6 +78,69 @@ impl ApiKeyRotator {
             details: serde_json::json!({ "path": self.config.path, "detail": detail }),
         }
     }
+
+    fn hook_signal(&self, firing: bool, detail: &str) -> AlertSignal {
+        AlertSignal {
+            name: hook::ON_ROTATE_HOOK_FAILED,
+            firing,
+            severity: Severity::Warning,
+            summary: if firing {
+                format!(
+                    "{} was rotated but its on_rotate hook failed; consumers reload at their next poll",
+                    self.config.path
+                )
+            } else {
+                format!("the on_rotate hook of {} was delivered", self.config.path)
+            },
+            details: serde_json::json!({ "path": self.config.path, "detail": detail }),
+        }
+    }
+
+    fn hook_body(&self, version: u64, at: chrono::DateTime<Utc>) -> serde_json::Value {
+        serde_json::json!({
+            "event": "rotated",
+            "job": self.job,
+            "kind": "api-key",
+            "path": self.config.path,
+            "field": self.config.field,
+            "version": version,
+            "rotated_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })
+    }
+
+    /// Tells the consumer about a rotation; on failure leaves a deferred retry. Returns the
+    /// signal to raise and a note for the run's detail.
+    async fn notify(
+        &self,
+        ctx: &JobContext,
+        url: &str,
+        written: &KvWrite,
+    ) -> (AlertSignal, String) {
+        let body = self.hook_body(written.version, written.created_time);
+        match hook::post_with_retries(url, &body, &ctx.cancel).await {
+            Ok(()) => {
+                let note = format!("on_rotate hook {} notified", hook::display_url(url));
+                (self.hook_signal(false, &note), note)
+            }
+            Err(why) => {
+                tracing::warn!(job = %self.job, error = %why, "on_rotate hook failed; the rotation stands, retrying later");
+                let scheduled = ctx
+                    .store
+                    .schedule_action(&NewAction {
+                        job: self.job.clone(),
+                        action: hook::ACTION.to_string(),
+                        payload: body.to_string(),
+                        due_at: Utc::now() + chrono::Duration::seconds(5),
+                    })
+                    .await;
+                let note = match scheduled {
+                    Ok(_) => format!("{why}; will retry"),
+                    Err(e) => format!("{why}; could not schedule a retry: {e}"),
+                };
+                (self.hook_signal(true, &note), note)
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -84,6 +152,55 @@ impl Job for ApiKeyRotator {
     async fn inspect(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
         let current = ctx.vault.kv_read(&self.config.path).await?;
         Ok(self.inspection(current.as_ref()))
+    }
+
+    /// Reads the secret (proving the path is in a KV v2 mount), then asks Vault whether the
+    /// token may write the new version and its metadata, without writing.
+    async fn preflight(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
+        let current = ctx.vault.kv_read(&self.config.path).await?;
+        let (data, metadata) = ctx.vault.kv_api_paths(&self.config.path).await?;
+        let write: &[&str] = if current.is_some() {
+            &["read", "update"]
+        } else {
+            &["read", "create"]
+        };
+        require_capabilities(ctx, &[(data, write), (metadata, &["read", "update"])]).await?;
+        let mut inspection = self.inspection(current.as_ref());
+        if let Some(url) = &self.config.on_rotate {
+            inspection.summary = format!(
+                "{}; on_rotate {}",
+                inspection.summary,
+                hook::display_url(url)
+            );
+        }
+        Ok(inspection)
+    }
+
+    /// Re-sends an `on_rotate` hook that failed after a rotation.
+    async fn perform(
+        &self,
+        _ctx: &JobContext,
+        action: &ActionRecord,
+    ) -> Result<Vec<AlertSignal>, JobError> {
+        if action.action != hook::ACTION {
+            return Err(JobError::Permanent(format!(
+                "api-key has no deferred action `{}`",
+                action.action
+            )));
+        }
+        // The hook was removed from the config since: nothing left to tell.
+        let Some(url) = &self.config.on_rotate else {
+            return Ok(vec![
+                self.hook_signal(false, "on_rotate is no longer configured"),
+            ]);
+        };
+        let body: serde_json::Value = serde_json::from_str(&action.payload)
+            .map_err(|e| JobError::Permanent(format!("bad on-rotate payload: {e}")))?;
+        hook::post(url, &body).await.map_err(JobError::Transient)?;
+        Ok(vec![self.hook_signal(
+            false,
+            &format!("on_rotate hook {} notified", hook::display_url(url)),
+        )])
     }
 
     async fn run(&self, ctx: &JobContext, req: RunRequest) -> Result<RunReport, JobError> {
@@ -117,11 +234,13 @@ impl Job for ApiKeyRotator {
                 alerts: vec![],
             });
         }
+        let existed = current.is_some();
         let mut data = current.map(|c| c.data).unwrap_or_default();
         data.insert(
             self.config.field.clone(),
             generate(&self.config.format).map_err(JobError::Transient)?,
         );
+        crate::failpoint::pause("api-key-before-write").await;
         let written = match ctx.vault.kv_write(path, &data, cas).await {
             Ok(w) => w,
             Err(VaultError::CasMismatch { .. }) => {
@@ -141,16 +260,26 @@ impl Job for ApiKeyRotator {
             Err(e) => return Err(e.into()),
         };
         crate::failpoint::hit("api-key-after-write");
-        let existing = ctx
-            .vault
-            .kv_metadata(path)
-            .await?
-            .map(|m| m.custom_metadata)
-            .unwrap_or_default();
+        // A secret we just created has no custom metadata of someone else's to keep.
+        let existing = if existed {
+            ctx.vault
+                .kv_metadata(path)
+                .await?
+                .map(|m| m.custom_metadata)
+                .unwrap_or_default()
+        } else {
+            Default::default()
+        };
         ctx.vault
             .kv_set_custom_metadata(path, &rotation_metadata(&existing, &self.job, now))
             .await?;
-        let detail = format!("rotated {path} to version {}", written.version);
+        let mut detail = format!("rotated {path} to version {}", written.version);
+        let mut alerts = vec![self.conflict_signal(false, &detail)];
+        if let Some(url) = &self.config.on_rotate {
+            let (signal, note) = self.notify(ctx, url, &written).await;
+            detail = format!("{detail}; {note}");
+            alerts.push(signal);
+        }
         Ok(RunReport {
             work: Work::Done,
             inspection: Inspection {
@@ -158,7 +287,7 @@ impl Job for ApiKeyRotator {
                 secret_version: Some(written.version as i64),
                 summary: detail.clone(),
             },
-            alerts: vec![self.conflict_signal(false, &detail)],
+            alerts,
             detail,
         })
     }

@@ -1,13 +1,17 @@
 //! The job kinds. Each kind is one file; [`build`] is the one place where kinds are listed.
-//! Shared helpers for rotations (random values, rotation metadata) live here; [`protocol`] is the
-//! persisted rotation state machine (steps recorded before their side effects, rolled forward
-//! after a crash) and [`database`] what the `postgres` and `mysql` kinds share.
+//! Shared helpers for rotations (random values, rotation metadata, policy checks for
+//! `check --connect`) live here; [`protocol`] is the persisted rotation state machine (steps
+//! recorded before their side effects, rolled forward after a crash), [`database`] what the
+//! `postgres` and `mysql` kinds share, and [`hook`] the `on_rotate` hook.
 
 pub mod api_key;
+pub mod approle_secret_id;
 pub mod database;
+pub mod hook;
 pub mod mysql;
 pub mod postgres;
 pub mod protocol;
+pub mod reminder;
 pub mod vault_health;
 
 use std::collections::BTreeMap;
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::config::{JobConfig, JobSpec};
-use crate::job::Job;
+use crate::job::{Job, JobContext, JobError};
 
 /// Builds a job kind's behaviour from its settings. Errors name a kind this build lacks.
 pub fn build(config: &JobConfig) -> Result<Arc<dyn Job>, String> {
@@ -38,6 +42,13 @@ pub fn build(config: &JobConfig) -> Result<Arc<dyn Job>, String> {
             &config.name,
             c.clone(),
             mysql::MysqlEngine::new(c.account_host.as_deref()),
+        ))),
+        JobSpec::ApproleSecretId(c) => Ok(Arc::new(
+            approle_secret_id::ApproleSecretIdRotator::new(&config.name, c.clone()),
+        )),
+        JobSpec::Reminder(c) => Ok(Arc::new(reminder::KeyReminder::new(
+            &config.name,
+            c.clone(),
         ))),
         other => Err(format!(
             "kind `{}` is not implemented in this version of vault-steward",
@@ -62,6 +73,43 @@ pub fn rotation_metadata(
     md
 }
 
+/// Proves with `sys/capabilities-self`, writing nothing, that the session's token may do
+/// `needs` (API path → capabilities such as `update`): a permanent error naming the first path
+/// and capability the policy denies.
+pub async fn require_capabilities(
+    ctx: &JobContext,
+    needs: &[(String, &[&str])],
+) -> Result<(), JobError> {
+    let paths: Vec<String> = needs.iter().map(|(p, _)| p.clone()).collect();
+    let granted = ctx.vault.capabilities_self(&paths).await?;
+    for (path, wanted) in needs {
+        let have = granted.get(path).cloned().unwrap_or_default();
+        if let Some(missing) = missing_capability(&have, wanted) {
+            return Err(JobError::Permanent(format!(
+                "permission denied: the token's policy does not allow `{missing}` on {path} (it allows: {})",
+                if have.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    have.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The first capability of `wanted` that `have` lacks (`root` grants all, `deny` none).
+fn missing_capability<'w>(have: &[String], wanted: &[&'w str]) -> Option<&'w str> {
+    if have.iter().any(|c| c == "root") {
+        return None;
+    }
+    let denied = have.iter().any(|c| c == "deny");
+    wanted
+        .iter()
+        .find(|w| denied || !have.iter().any(|c| c == *w))
+        .copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +127,24 @@ mod tests {
         assert_eq!(md["rotated_by"], "vault-steward");
         assert_eq!(md["rotation_job"], "k1");
         assert_eq!(md["rotated_at"], "2026-11-28T12:00:00Z");
+    }
+
+    #[test]
+    fn capability_checks() {
+        let caps = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(missing_capability(&caps(&["root"]), &["update"]), None);
+        assert_eq!(
+            missing_capability(&caps(&["read", "update"]), &["read", "update"]),
+            None
+        );
+        assert_eq!(
+            missing_capability(&caps(&["read"]), &["read", "update"]),
+            Some("update")
+        );
+        assert_eq!(
+            missing_capability(&caps(&["deny"]), &["read"]),
+            Some("read")
+        );
+        assert_eq!(missing_capability(&[], &["create"]), Some("create"));
     }
 }

@@ -141,6 +141,19 @@ pub trait Store: Send + Sync + 'static {
     async fn start_run(&self, run: &NewRun) -> Result<i64, StoreError>;
     /// Records the end of a run.
     async fn finish_run(&self, id: i64, end: &RunEnd) -> Result<(), StoreError>;
+    /// Takes the job's lock for `holder` until `expires_at` (as [`try_lock`](Store::try_lock),
+    /// at `run.started_at`) and, if it was taken, records the start of the run — in one
+    /// transaction. Returns the run's id, or `None` if someone else holds the lock.
+    async fn lock_and_start_run(
+        &self,
+        holder: &str,
+        expires_at: DateTime<Utc>,
+        run: &NewRun,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Records the end of each run and its job's new state, and releases each holder's lock on
+    /// the job, all in one transaction: one durable commit for many runs instead of three per
+    /// run, which is what bounds a sweep of thousands of due jobs.
+    async fn end_runs(&self, ends: &[RunEnding]) -> Result<(), StoreError>;
     /// The newest runs of a job, newest first.
     async fn recent_runs(&self, job: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     /// Marks every run that started and never finished (the process died) as

@@ -37,6 +37,43 @@ macro_rules! columns {
     };
 }
 
+/// Statements used both on their own and inside a transaction.
+macro_rules! sql {
+    (try_lock) => {
+        "INSERT INTO job_locks (job, holder, acquired_at, expires_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
+         acquired_at = CASE WHEN job_locks.holder = excluded.holder \
+             AND job_locks.expires_at > excluded.acquired_at \
+             THEN job_locks.acquired_at ELSE excluded.acquired_at END, \
+         expires_at = excluded.expires_at \
+         WHERE job_locks.expires_at <= excluded.acquired_at \
+             OR job_locks.holder = excluded.holder"
+    };
+    (start_run) => {
+        "INSERT INTO runs (job, kind, triggered_by, started_at) VALUES ($1, $2, $3, $4) RETURNING id"
+    };
+    (finish_run) => {
+        "UPDATE runs SET finished_at = $2, outcome = $3, detail = $4, error = $5 WHERE id = $1"
+    };
+    (put_job_state) => {
+        concat!(
+            "INSERT INTO job_states (",
+            $crate::store::queries::columns!(job_states),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, \
+             last_run_at = excluded.last_run_at, \
+             last_success_at = excluded.last_success_at, \
+             last_outcome = excluded.last_outcome, \
+             consecutive_failures = excluded.consecutive_failures, \
+             secret_changed_at = excluded.secret_changed_at, \
+             secret_version = excluded.secret_version, \
+             retry_at = excluded.retry_at, \
+             last_error = excluded.last_error"
+        )
+    };
+}
+
 /// Implements [`Store`](super::Store) for `$store`, a struct with a field `pool` holding an
 /// `sqlx::Pool` of its backend. `$claim_lock` is appended to the subquery that picks the
 /// deliveries to claim.
@@ -51,7 +88,7 @@ macro_rules! impl_store {
             use $crate::store::{
                 ActionRecord, AlertRecord, DeliveryRecord, JobState, LockInfo, NewAction,
                 NewDelivery, NewRotation, NewRun, RotationRecord, RotationStatus, RunEnd,
-                RunRecord, SnapshotRecord, StoreError,
+                RunEnding, RunRecord, SnapshotRecord, StoreError,
             };
 
             #[async_trait::async_trait]
@@ -91,20 +128,7 @@ macro_rules! impl_store {
                 }
 
                 async fn put_job_state(&self, state: &JobState) -> Result<(), StoreError> {
-                    sqlx::query(concat!(
-                        "INSERT INTO job_states (",
-                        $crate::store::queries::columns!(job_states),
-                        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                         ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, \
-                         last_run_at = excluded.last_run_at, \
-                         last_success_at = excluded.last_success_at, \
-                         last_outcome = excluded.last_outcome, \
-                         consecutive_failures = excluded.consecutive_failures, \
-                         secret_changed_at = excluded.secret_changed_at, \
-                         secret_version = excluded.secret_version, \
-                         retry_at = excluded.retry_at, \
-                         last_error = excluded.last_error"
-                    ))
+                    sqlx::query($crate::store::queries::sql!(put_job_state))
                     .bind(&state.job)
                     .bind(&state.kind)
                     .bind(opt_ms(state.last_run_at))
@@ -123,10 +147,7 @@ macro_rules! impl_store {
                 // ---- runs --------------------------------------------------------------------
 
                 async fn start_run(&self, run: &NewRun) -> Result<i64, StoreError> {
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO runs (job, kind, triggered_by, started_at) \
-                         VALUES ($1, $2, $3, $4) RETURNING id",
-                    )
+                    let id: i64 = sqlx::query_scalar($crate::store::queries::sql!(start_run))
                     .bind(&run.job)
                     .bind(&run.kind)
                     .bind(run.trigger.as_str())
@@ -137,10 +158,7 @@ macro_rules! impl_store {
                 }
 
                 async fn finish_run(&self, id: i64, end: &RunEnd) -> Result<(), StoreError> {
-                    sqlx::query(
-                        "UPDATE runs SET finished_at = $2, outcome = $3, detail = $4, error = $5 \
-                         WHERE id = $1",
-                    )
+                    sqlx::query($crate::store::queries::sql!(finish_run))
                     .bind(id)
                     .bind(ms(end.finished_at))
                     .bind(end.outcome.as_str())
@@ -148,6 +166,70 @@ macro_rules! impl_store {
                     .bind(end.error.as_deref())
                     .execute(&self.pool)
                     .await?;
+                    Ok(())
+                }
+
+                async fn lock_and_start_run(
+                    &self,
+                    holder: &str,
+                    expires_at: DateTime<Utc>,
+                    run: &NewRun,
+                ) -> Result<Option<i64>, StoreError> {
+                    let mut tx = self.pool.begin().await?;
+                    let locked = sqlx::query($crate::store::queries::sql!(try_lock))
+                        .bind(&run.job)
+                        .bind(holder)
+                        .bind(ms(run.started_at))
+                        .bind(ms(expires_at))
+                        .execute(&mut *tx)
+                        .await?;
+                    if locked.rows_affected() != 1 {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    let id: i64 = sqlx::query_scalar($crate::store::queries::sql!(start_run))
+                        .bind(&run.job)
+                        .bind(&run.kind)
+                        .bind(run.trigger.as_str())
+                        .bind(ms(run.started_at))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(Some(id))
+                }
+
+                async fn end_runs(&self, ends: &[RunEnding]) -> Result<(), StoreError> {
+                    let mut tx = self.pool.begin().await?;
+                    for e in ends {
+                        sqlx::query($crate::store::queries::sql!(finish_run))
+                            .bind(e.run_id)
+                            .bind(ms(e.end.finished_at))
+                            .bind(e.end.outcome.as_str())
+                            .bind(e.end.detail.as_deref())
+                            .bind(e.end.error.as_deref())
+                            .execute(&mut *tx)
+                            .await?;
+                        let state = &e.state;
+                        sqlx::query($crate::store::queries::sql!(put_job_state))
+                            .bind(&state.job)
+                            .bind(&state.kind)
+                            .bind(opt_ms(state.last_run_at))
+                            .bind(opt_ms(state.last_success_at))
+                            .bind(state.last_outcome.as_ref().map(|o| o.as_str()))
+                            .bind(i64::from(state.consecutive_failures))
+                            .bind(opt_ms(state.secret_changed_at))
+                            .bind(state.secret_version)
+                            .bind(opt_ms(state.retry_at))
+                            .bind(state.last_error.as_deref())
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM job_locks WHERE job = $1 AND holder = $2")
+                            .bind(&state.job)
+                            .bind(&e.holder)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
                     Ok(())
                 }
 
@@ -196,17 +278,7 @@ macro_rules! impl_store {
                 ) -> Result<bool, StoreError> {
                     // One statement, so the database's own row locking makes it race-free: a
                     // concurrent inserter waits for the first and then sees its (unexpired) row.
-                    let done = sqlx::query(
-                        "INSERT INTO job_locks (job, holder, acquired_at, expires_at) \
-                         VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
-                         acquired_at = CASE WHEN job_locks.holder = excluded.holder \
-                             AND job_locks.expires_at > excluded.acquired_at \
-                             THEN job_locks.acquired_at ELSE excluded.acquired_at END, \
-                         expires_at = excluded.expires_at \
-                         WHERE job_locks.expires_at <= excluded.acquired_at \
-                             OR job_locks.holder = excluded.holder",
-                    )
+                    let done = sqlx::query($crate::store::queries::sql!(try_lock))
                     .bind(job)
                     .bind(holder)
                     .bind(ms(now))
@@ -672,3 +744,4 @@ macro_rules! impl_store {
 
 pub(super) use columns;
 pub(super) use impl_store;
+pub(super) use sql;

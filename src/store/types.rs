@@ -102,6 +102,16 @@ pub struct RunEnd {
     pub error: Option<String>,
 }
 
+/// The end of one run, as [`Store::end_runs`](super::Store::end_runs) records it: the run's
+/// outcome, the job's new state, and the lock `holder` releases.
+#[derive(Debug, Clone)]
+pub struct RunEnding {
+    pub run_id: i64,
+    pub end: RunEnd,
+    pub state: JobState,
+    pub holder: String,
+}
+
 /// One row of the run history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {

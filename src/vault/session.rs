@@ -519,6 +519,52 @@ fn allows(granted: &[String], capability: &str) -> bool {
     !granted.iter().any(|c| c == "deny") && granted.iter().any(|c| c == "root" || c == capability)
 }
 
+// ---- Policy checks -----------------------------------------------------------------------------
+
+impl VaultSession {
+    /// What this session's token may do on each API path (`sys/capabilities-self`), e.g.
+    /// `["create", "read", "update"]`, `["deny"]` or `["root"]`. Proves write access without
+    /// writing (for `check --connect`).
+    pub async fn capabilities_self(
+        &self,
+        api_paths: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, VaultError> {
+        const PATH: &str = "sys/capabilities-self";
+        let body = serde_json::json!({ "paths": api_paths });
+        let response = self
+            .send(reqwest::Method::POST, PATH, |r| r.json(&body))
+            .await?;
+        let answer: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| VaultError::from_reqwest(PATH, &e))?;
+        let data = answer.get("data").unwrap_or(&answer);
+        api_paths
+            .iter()
+            .map(|p| {
+                let caps = data
+                    .get(p)
+                    .and_then(|v| v.as_array())
+                    .ok_or_else(|| unexpected(PATH, format!("no capabilities listed for {p}")))?
+                    .iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect();
+                Ok((p.clone(), caps))
+            })
+            .collect()
+    }
+
+    /// The API paths (`MOUNT/data/REST`, `MOUNT/metadata/REST`) of a KV v2 `path` as operators
+    /// write it; [`VaultError::NotKvV2`] if it is not inside a KV v2 mount.
+    pub async fn kv_api_paths(&self, path: &str) -> Result<(String, String), VaultError> {
+        let (mount, rest) = self.kv_location(path).await?;
+        Ok((
+            format!("{mount}/data/{rest}"),
+            format!("{mount}/metadata/{rest}"),
+        ))
+    }
+}
+
 // ---- KV plumbing -------------------------------------------------------------------------------
 
 impl VaultSession {

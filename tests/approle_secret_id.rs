@@ -1,0 +1,349 @@
+//! `approle-secret-id` against the real OpenBao: a rotated secret-id logs in, the previous one is
+//! refused once `grace` has passed — also when the daemon was stopped in between (the pending
+//! destruction lives in the state store) — and a hand-written version during a rotation is not
+//! overwritten (the unused new secret-id is destroyed).
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{DaemonConfig, record_canaries};
+use common::vault::RootVault;
+use common::{unique, wait_until};
+use serde_json::json;
+
+/// A token that may manage `role`'s secret-ids and write `secret/<prefix>/*`.
+async fn steward_token(vault: &RootVault, prefix: &str, role: &str) -> String {
+    let policy = unique("approle-steward");
+    vault
+        .put_policy(
+            &policy,
+            &format!(
+                r#"
+path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
+path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
+path "auth/approle/role/{role}/role-id" {{ capabilities = ["read"] }}
+path "auth/approle/role/{role}/secret-id" {{ capabilities = ["update", "list"] }}
+path "auth/approle/role/{role}/secret-id/lookup" {{ capabilities = ["update"] }}
+path "auth/approle/role/{role}/secret-id-accessor/*" {{ capabilities = ["update"] }}
+"#
+            ),
+        )
+        .await;
+    vault.create_token(&[&policy], "1h").await
+}
+
+fn job(name: &str, role: &str, path: &str, every: &str, grace: &str) -> String {
+    format!(
+        r#"[[job]]
+name = "{name}"
+kind = "approle-secret-id"
+role = "{role}"
+path = "{path}"
+every = "{every}"
+grace = "{grace}"
+"#
+    )
+}
+
+/// Whether AppRole login with these credentials succeeds.
+async fn logs_in(vault: &RootVault, role_id: &str, secret_id: &str) -> bool {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/auth/approle/login", vault.addr))
+        .json(&json!({ "role_id": role_id, "secret_id": secret_id }))
+        .send()
+        .await
+        .expect("login request");
+    let ok = resp.status().is_success();
+    if ok {
+        // Do not leave the test's tokens lying around.
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if let Some(acc) = body["auth"]["accessor"].as_str() {
+            vault.revoke_accessor(acc).await;
+        }
+    }
+    ok
+}
+
+struct Creds {
+    role_id: String,
+    secret_id: String,
+    accessor: String,
+}
+
+async fn creds(vault: &RootVault, path: &str, version: u64) -> Creds {
+    let kv = vault
+        .kv_get_version(path, Some(version))
+        .await
+        .expect("version");
+    let get = |k: &str| {
+        kv.data[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k}"))
+            .to_string()
+    };
+    let c = Creds {
+        role_id: get("role_id"),
+        secret_id: get("secret_id"),
+        accessor: get("secret_id_accessor"),
+    };
+    record_canaries([c.secret_id.as_str()]);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_secret_id_is_destroyed_after_grace_even_across_a_restart() {
+    let vault = RootVault::new();
+    let prefix = unique("approle");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    vault.approle(&role, json!({ "token_ttl": "5m" })).await;
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-secret-id";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "1h", "6s"));
+
+    // First run: nothing in KV yet, so a secret-id is issued and stored with the role-id.
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    wait_until(Duration::from_secs(15), "the first secret-id", || async {
+        vault.current_version(&path).await == 1
+    })
+    .await;
+    let first = creds(&vault, &path, 1).await;
+    assert!(logs_in(&vault, &first.role_id, &first.secret_id).await);
+    let md = vault.kv_metadata(&path).await.expect("metadata");
+    assert_eq!(md["custom_metadata"]["rotated_by"], "vault-steward");
+    assert_eq!(md["custom_metadata"]["rotation_job"], name);
+
+    // An emergency rotation from the CLI while the daemon runs.
+    let (st, out, err) = cfg.cli(&["rotate", name]);
+    assert!(st.success(), "rotate: {out}{err}");
+    let rotated_at = std::time::Instant::now();
+    assert!(out.contains("destroyed at"), "{out}");
+    let second = creds(&vault, &path, 2).await;
+    assert_eq!(second.role_id, first.role_id);
+    assert_ne!(second.accessor, first.accessor);
+    assert!(logs_in(&vault, &second.role_id, &second.secret_id).await);
+    // Within grace the old one still works: consumers have time to pick up the new one.
+    assert!(
+        logs_in(&vault, &first.role_id, &first.secret_id).await,
+        "the old secret-id must work during grace"
+    );
+
+    // Stop the daemon before grace ends and keep it down past the end of grace.
+    let status = d.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{}", d.log());
+    let store = vault_steward::store::open(&format!("sqlite://{}", cfg.state_db().display()), None)
+        .await
+        .expect("state store");
+    let pending = store.pending_actions(name).await.expect("pending actions");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].action, "destroy-secret-id");
+    assert!(pending[0].payload.contains(&first.accessor));
+    assert!(
+        !pending[0].payload.contains(&first.secret_id),
+        "the store never holds a secret-id"
+    );
+    while rotated_at.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        logs_in(&vault, &first.role_id, &first.secret_id).await,
+        "nobody destroyed it while the daemon was down"
+    );
+
+    // The restarted daemon finds the overdue destruction in the store and carries it out.
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    wait_until(
+        Duration::from_secs(15),
+        "the old secret-id refused",
+        || async { !logs_in(&vault, &first.role_id, &first.secret_id).await },
+    )
+    .await;
+    assert!(logs_in(&vault, &second.role_id, &second.secret_id).await);
+    wait_until(Duration::from_secs(5), "the action marked done", || async {
+        store.pending_actions(name).await.unwrap().is_empty()
+    })
+    .await;
+    // Not rotated again by the restart (age 2 versions old < every).
+    assert_eq!(vault.current_version(&path).await, 2);
+    d.terminate(Duration::from_secs(15)).await;
+    assert!(!d.log().contains(&second.secret_id));
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hand_written_version_during_rotation_wins_and_the_unused_secret_id_is_destroyed() {
+    let vault = RootVault::new();
+    let prefix = unique("approle-cas");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
+    record_canaries([hand_secret_id.as_str()]);
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-cas";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "1h", "5s"));
+    let fp_dir = tempfile::tempdir().unwrap();
+    let fp_dir_s = fp_dir.path().to_str().unwrap().to_string();
+    let mut d = cfg.start(&[
+        ("VAULT_STEWARD_FAILPOINT", "approle-before-write:pause"),
+        ("VAULT_STEWARD_FAILPOINT_DIR", &fp_dir_s),
+    ]);
+    d.ready().await;
+    let reached = fp_dir.path().join("approle-before-write.reached");
+    wait_until(Duration::from_secs(15), "the rotation to pause", || async {
+        reached.exists()
+    })
+    .await;
+    // The secret-id the daemon just issued, before the daemon writes it.
+    let (_, list) = vault
+        .call(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            &format!("auth/approle/role/{role}/secret-id"),
+            None,
+        )
+        .await;
+    let accessors: Vec<String> = list["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(accessors.len(), 2, "the hand-made one and the daemon's");
+    vault
+        .kv_put(
+            &path,
+            json!({ "role_id": role_id, "secret_id": hand_secret_id }),
+        )
+        .await;
+    std::fs::write(fp_dir.path().join("approle-before-write.resume"), b"").unwrap();
+    let store = vault_steward::store::open(&format!("sqlite://{}", cfg.state_db().display()), None)
+        .await
+        .unwrap();
+    let fp = vault_steward::alert::fingerprint("ConcurrentWrite", name);
+    wait_until(Duration::from_secs(15), "ConcurrentWrite", || async {
+        store
+            .alert(&fp)
+            .await
+            .unwrap()
+            .is_some_and(|a| a.status == vault_steward::store::AlertStatus::Firing)
+    })
+    .await;
+    // The hand-written version stays; the daemon's unused secret-id is gone.
+    let kv = vault.kv_get(&path).await.unwrap();
+    assert_eq!(kv.version, 1);
+    assert_eq!(kv.data["secret_id"], hand_secret_id.as_str());
+    assert!(logs_in(&vault, &role_id, &hand_secret_id).await);
+    let (_, list) = vault
+        .call(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            &format!("auth/approle/role/{role}/secret-id"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        list["data"]["keys"].as_array().map(Vec::len),
+        Some(1),
+        "only the hand-made secret-id is left: {list}"
+    );
+    d.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_id_put_in_kv_by_hand_is_adopted_and_destroyed_after_the_first_rotation() {
+    let vault = RootVault::new();
+    let prefix = unique("approle-adopt");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    // Set up by hand the way the deployment guide does it: no accessor stored.
+    let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
+    record_canaries([hand_secret_id.as_str()]);
+    vault
+        .kv_put(
+            &path,
+            json!({ "role_id": role_id, "secret_id": hand_secret_id, "owner": "team-b" }),
+        )
+        .await;
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-adopt";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "1h", "2s"));
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    // Fresh, so not rotated on start; an emergency rotation replaces it.
+    let (st, out, err) = cfg.cli(&["rotate", name]);
+    assert!(st.success(), "{out}{err}");
+    let new = creds(&vault, &path, 2).await;
+    let kv = vault.kv_get(&path).await.unwrap();
+    assert_eq!(kv.data["owner"], "team-b", "other fields are kept");
+    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
+    wait_until(
+        Duration::from_secs(15),
+        "the hand-made secret-id refused",
+        || async { !logs_in(&vault, &role_id, &hand_secret_id).await },
+    )
+    .await;
+    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
+    d.terminate(Duration::from_secs(15)).await;
+}
+
+/// The accessors of `role`'s live secret-ids.
+async fn accessors(vault: &RootVault, role: &str) -> Vec<String> {
+    let (_, list) = vault
+        .call(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            &format!("auth/approle/role/{role}/secret-id"),
+            None,
+        )
+        .await;
+    list["data"]["keys"]
+        .as_array()
+        .map(|a| a.iter().map(|k| k.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_issuing_the_restart_destroys_the_orphan_and_rotates() {
+    let vault = RootVault::new();
+    let prefix = unique("approle-crash");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    vault
+        .ok(
+            reqwest::Method::POST,
+            &format!("auth/approle/role/{role}"),
+            Some(json!({ "token_ttl": "5m" })),
+        )
+        .await;
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-crash";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "1h", "1m"));
+    // Dies after Vault issued the secret-id, before it reached KV.
+    let mut d = cfg.start(&[("VAULT_STEWARD_FAILPOINT", "approle-after-issue")]);
+    let status = d.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    assert_eq!(vault.current_version(&path).await, 0);
+    let orphan = accessors(&vault, &role).await;
+    assert_eq!(orphan.len(), 1, "one secret-id nobody knows");
+
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    wait_until(Duration::from_secs(15), "the resumed rotation", || async {
+        vault.current_version(&path).await == 1
+    })
+    .await;
+    let stored = creds(&vault, &path, 1).await;
+    assert_ne!(stored.accessor, orphan[0]);
+    assert_eq!(
+        accessors(&vault, &role).await,
+        vec![stored.accessor.clone()],
+        "the orphan is destroyed, only the stored secret-id is left"
+    );
+    assert!(logs_in(&vault, &stored.role_id, &stored.secret_id).await);
+    let store = vault_steward::store::open(&format!("sqlite://{}", cfg.state_db().display()), None)
+        .await
+        .unwrap();
+    assert!(store.open_rotations(Some(name)).await.unwrap().is_empty());
+    d.terminate(Duration::from_secs(15)).await;
+}
