@@ -12,11 +12,14 @@
 //!   (lock, retry with backoff, timeout, record, metrics).
 //! - [`vault`] — the one shared Vault session: token/AppRole auth, renewal, KV v2.
 //! - [`job`] — the trait every job kind implements; [`rotate`] holds the kinds.
+//! - [`backup`] — raft snapshots: stream, check, encrypt, ship (S3, local), prune, verify,
+//!   restore.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`; [`metrics`] names every metric.
 //! - [`telemetry`] — tracing setup.
 
 pub mod alert;
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -322,6 +322,7 @@ pub(crate) struct RawS3 {
     pub endpoint: Str,
     pub force_path_style: Bool,
     pub sse: Str,
+    pub part_size_mib: Int,
 }
 
 pub(crate) const S3: Schema = Schema {
@@ -333,6 +334,7 @@ pub(crate) const S3: Schema = Schema {
         "endpoint",
         "force_path_style",
         "sse",
+        "part_size_mib",
     ],
     tables: &[],
 };

@@ -180,6 +180,7 @@ impl Engine {
                     retry_in_s = delay.as_secs_f64(),
                     "run failed"
                 );
+                signals.extend(e.alerts().iter().cloned());
                 if state.consecutive_failures >= self.failures_before_alert {
                     signals.push(job_failing(
                         true,
@@ -207,6 +208,7 @@ impl Engine {
             .set(i64::from(state.consecutive_failures));
         self.metrics
             .set_secret_changed(name, state.secret_changed_at);
+        self.publish_snapshot_metrics(job).await;
         self.publish_next_due(job, Some(&state), finished_at);
         for signal in &signals {
             self.incidents
@@ -214,6 +216,29 @@ impl Engine {
                 .await?;
         }
         Ok(result)
+    }
+
+    /// For snapshot jobs: `snapshot_size_bytes` and `snapshots_retained{destination}` from the
+    /// snapshot records in the store (which the job keeps in step with its destinations).
+    pub(super) async fn publish_snapshot_metrics(&self, job: &EngineJob) {
+        let crate::config::JobSpec::RaftSnapshot(c) = &job.config.spec else {
+            return;
+        };
+        let name = job.config.name.as_str();
+        match self.store.snapshots(name, 1_000_000).await {
+            Ok(records) => {
+                let destinations = c
+                    .s3
+                    .as_ref()
+                    .map(|_| "s3")
+                    .into_iter()
+                    .chain(c.local.as_ref().map(|_| "local"));
+                self.metrics.set_snapshots(name, destinations, &records);
+            }
+            Err(e) => {
+                tracing::warn!(job = name, error = %e, "reading snapshot records for metrics")
+            }
+        }
     }
 
     /// Updates `job_next_run_timestamp_seconds` and returns the next due time.

@@ -2,6 +2,7 @@
 //! Shared helpers for rotations (random values, rotation metadata) live here.
 
 pub mod api_key;
+pub mod raft_snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,10 @@ use crate::job::Job;
 pub fn build(config: &JobConfig) -> Result<Arc<dyn Job>, String> {
     match &config.spec {
         JobSpec::ApiKey(c) => Ok(Arc::new(api_key::ApiKeyRotator::new(
+            &config.name,
+            c.clone(),
+        ))),
+        JobSpec::RaftSnapshot(c) => Ok(Arc::new(raft_snapshot::RaftSnapshotJob::new(
             &config.name,
             c.clone(),
         ))),
