@@ -263,7 +263,11 @@ mod tests {
         m.set_snapshots(
             "snap",
             ["s3", "local"],
-            &[rec("s3", 100, 10), rec("s3", 200, 20), rec("local", 300, 30)],
+            &[
+                rec("s3", 100, 10),
+                rec("s3", 200, 20),
+                rec("local", 300, 30),
+            ],
         );
         let text = m.render(Utc::now());
         assert!(text.contains(r#"vault_steward_snapshot_size_bytes{job="snap"} 30"#));

@@ -3,9 +3,11 @@
 //! runtime failure, 2 bad config or usage.
 //!
 //! One file per group of commands: [`run`] (the daemon: tasks, shutdown, sd_notify),
-//! [`inspect`] (`check`, `plan`, `status`), [`rotate`]. Shared plumbing (opening the store,
+//! [`inspect`] (`check`, `plan`, `status`), [`rotate`], [`backups`] (`snapshot`, `backups …`,
+//! `restore`). Shared plumbing (opening the store,
 //! connecting to Vault, exit codes) lives here.
 
+mod backups;
 mod inspect;
 mod rotate;
 mod run;
@@ -97,6 +99,9 @@ async fn dispatch(command: Command, cfg: Config) -> Result<ExitCode, Failure> {
         Command::Plan => inspect::plan(cfg).await,
         Command::Status { json } => inspect::status(cfg, json).await,
         Command::Rotate { job, dry_run } => rotate::rotate(cfg, &job, dry_run).await,
+        Command::Snapshot { job } => backups::snapshot(cfg, &job).await,
+        Command::Backups { command } => backups::backups(cfg, command).await,
+        Command::Restore { job, which, force } => backups::restore(cfg, &job, which, force).await,
     }
 }
 

@@ -33,7 +33,9 @@ pub struct Item {
 impl Item {
     /// Whether the manifest says `job` took this snapshot.
     pub fn is_of(&self, job: &str) -> bool {
-        self.manifest.as_ref().is_some_and(|m| m.names(job, &self.name))
+        self.manifest
+            .as_ref()
+            .is_some_and(|m| m.names(job, &self.name))
     }
 
     /// The manifest's time, else the one in the name.
@@ -72,7 +74,10 @@ impl Destinations {
             (S3, Some(s3), _) => {
                 let l = s3.list().await?;
                 (
-                    l.snapshots.into_iter().map(|f| (f.name, f.size)).collect::<Vec<_>>(),
+                    l.snapshots
+                        .into_iter()
+                        .map(|f| (f.name, f.size))
+                        .collect::<Vec<_>>(),
                     l.manifests.into_iter().map(|f| f.name).collect::<Vec<_>>(),
                 )
             }

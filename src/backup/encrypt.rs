@@ -33,7 +33,9 @@ pub fn parse_recipients(list: &[String]) -> Result<Vec<BoxedRecipient>, BackupEr
             } else {
                 r.parse::<age::ssh::Recipient>()
                     .map(|k| Box::new(k) as BoxedRecipient)
-                    .map_err(|_| BackupError::Age(format!("recipient {}: not usable", fingerprint(r))))
+                    .map_err(|_| {
+                        BackupError::Age(format!("recipient {}: not usable", fingerprint(r)))
+                    })
             }
         })
         .collect()
@@ -98,7 +100,9 @@ pub fn load_identities(path: &Path) -> Result<Vec<BoxedIdentity>, BackupError> {
     // kind a native identity file holds, so re-parse them as their concrete type.
     let mut out: Vec<BoxedIdentity> = Vec::new();
     for line in text.as_bytes().lines() {
-        let line = Zeroizing::new(line.map_err(|e| BackupError::Usage(format!("identity file {shown}: {e}")))?);
+        let line = Zeroizing::new(
+            line.map_err(|e| BackupError::Usage(format!("identity file {shown}: {e}")))?,
+        );
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;

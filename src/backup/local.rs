@@ -66,9 +66,7 @@ impl LocalDestination {
                 .map_err(|e| err(format!("creating {}: {e}", self.dir.display())))?;
         }
         self.remove_stale_temps();
-        let tmp = self
-            .dir
-            .join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -176,7 +174,8 @@ impl LocalDestination {
 
     /// Proves the directory is writable (creates and removes a temp file).
     pub fn probe(&self) -> Result<(), BackupError> {
-        let probe = LocalDestination::new(&self.dir).create_sink("vault-00000000-000000.snap.age")?;
+        let probe =
+            LocalDestination::new(&self.dir).create_sink("vault-00000000-000000.snap.age")?;
         drop(probe);
         Ok(())
     }
@@ -222,9 +221,11 @@ impl LocalSink {
                 .map_err(|e| err(format!("syncing {}: {e}", self.target.display())))?;
         }
         let manifest_path = self.dir.join(manifest_name(&self.name));
-        let manifest_tmp = self
-            .dir
-            .join(format!(".{}.tmp-{}", manifest_name(&self.name), std::process::id()));
+        let manifest_tmp = self.dir.join(format!(
+            ".{}.tmp-{}",
+            manifest_name(&self.name),
+            std::process::id()
+        ));
         let written = (|| {
             let mut f = OpenOptions::new()
                 .write(true)

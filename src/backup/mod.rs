@@ -104,7 +104,12 @@ pub fn parse_snapshot_name(name: &str) -> Option<DateTime<Utc>> {
         .strip_prefix(NAME_PREFIX)?
         .strip_suffix(SNAPSHOT_SUFFIX)?;
     // The exact shape, so that e.g. `vault-20260101-000000.snap.age.bak` is not ours.
-    if stamp.len() != 15 || !stamp.bytes().enumerate().all(|(i, b)| (i == 8 && b == b'-') || (i != 8 && b.is_ascii_digit())) {
+    if stamp.len() != 15
+        || !stamp
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| (i == 8 && b == b'-') || (i != 8 && b.is_ascii_digit()))
+    {
         return None;
     }
     NaiveDateTime::parse_from_str(stamp, NAME_TIME)

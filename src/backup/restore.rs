@@ -87,7 +87,10 @@ fn open_ciphertext(
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 let n = file.read(&mut buf).await.map_err(|e| {
-                    BackupError::destination(super::LOCAL, format!("reading {}: {e}", item.location))
+                    BackupError::destination(
+                        super::LOCAL,
+                        format!("reading {}: {e}", item.location),
+                    )
                 })?;
                 if n == 0 {
                     break;
@@ -140,7 +143,8 @@ fn decrypt_stream(
             .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
             .map_err(|e| match e {
                 age::DecryptError::NoMatchingKeys => {
-                    "no identity in the identity file matches this snapshot's recipients".to_string()
+                    "no identity in the identity file matches this snapshot's recipients"
+                        .to_string()
                 }
                 other => format!("decrypting: {other}"),
             })?;

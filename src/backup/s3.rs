@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
-use aws_sdk_s3::error::DisplayErrorContext;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -185,7 +185,8 @@ impl S3Destination {
         };
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| err(sdk(&format!("reading {}", self.location(name)), e)))?;
+            let chunk =
+                chunk.map_err(|e| err(sdk(&format!("reading {}", self.location(name)), e)))?;
             bytes.extend_from_slice(&chunk);
             if bytes.len() > manifest::MAX_SIZE {
                 return Ok(None);
@@ -515,7 +516,10 @@ impl UploadTask {
             .map(drop)
             .map_err(|e| {
                 sdk(
-                    &format!("completing the upload of {}", self.dest.location(&self.name)),
+                    &format!(
+                        "completing the upload of {}",
+                        self.dest.location(&self.name)
+                    ),
                     e,
                 )
             })

@@ -54,7 +54,9 @@ pub fn check_archive<R: Read>(input: R) -> Result<ArchiveFacts, String> {
     let mut sums: Option<Vec<u8>> = None;
     {
         let mut archive = tar::Archive::new(&mut gz);
-        let entries = archive.entries().map_err(|e| read_error("the archive", &e))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| read_error("the archive", &e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| read_error("the archive", &e))?;
             let name = entry
@@ -64,7 +66,10 @@ pub fn check_archive<R: Read>(input: R) -> Result<ArchiveFacts, String> {
                 .into_owned();
             let name = name.trim_start_matches("./").to_string();
             if !entry.header().entry_type().is_file() {
-                return Err(format!("unexpected entry `{}` (not a regular file)", shown(&name)));
+                return Err(format!(
+                    "unexpected entry `{}` (not a regular file)",
+                    shown(&name)
+                ));
             }
             if hashes.contains_key(&name) {
                 return Err(format!("`{}` appears twice", shown(&name)));
@@ -142,7 +147,10 @@ pub fn check_archive<R: Read>(input: R) -> Result<ArchiveFacts, String> {
     }
     for (name, want) in &listed {
         let Some((got, _)) = hashes.get(name.as_str()) else {
-            return Err(format!("`{}` is listed in `{SUMS}` but missing", shown(name)));
+            return Err(format!(
+                "`{}` is listed in `{SUMS}` but missing",
+                shown(name)
+            ));
         };
         if got != want {
             return Err(format!(

@@ -227,12 +227,11 @@ impl Engine {
         let name = job.config.name.as_str();
         match self.store.snapshots(name, 1_000_000).await {
             Ok(records) => {
-                let destinations = c
-                    .s3
-                    .as_ref()
-                    .map(|_| "s3")
-                    .into_iter()
-                    .chain(c.local.as_ref().map(|_| "local"));
+                let destinations =
+                    c.s3.as_ref()
+                        .map(|_| "s3")
+                        .into_iter()
+                        .chain(c.local.as_ref().map(|_| "local"));
                 self.metrics.set_snapshots(name, destinations, &records);
             }
             Err(e) => {

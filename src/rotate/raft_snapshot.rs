@@ -75,9 +75,7 @@ impl RaftSnapshotJob {
                         .map(|(d, _)| *d)
                         .collect::<Vec<_>>()
                         .join(" and "),
-                    crate::config::Duration::from_secs(
-                        (interval * 2).num_seconds().max(0) as u64
-                    )
+                    crate::config::Duration::from_secs((interval * 2).num_seconds().max(0) as u64)
                 )
             } else {
                 "snapshots are fresh again".into()
@@ -159,7 +157,10 @@ impl RaftSnapshotJob {
                     })
                     .await?;
             }
-            summary.push(format!("{deleted} pruned from {label} ({} kept)", kept.len()));
+            summary.push(format!(
+                "{deleted} pruned from {label} ({} kept)",
+                kept.len()
+            ));
         }
         Ok(summary)
     }
@@ -213,7 +214,9 @@ fn invalid_signal(firing: bool, why: &str) -> AlertSignal {
         firing,
         severity: Severity::Critical,
         summary: if firing {
-            format!("Vault's raft snapshot failed its integrity check; nothing was published: {why}")
+            format!(
+                "Vault's raft snapshot failed its integrity check; nothing was published: {why}"
+            )
         } else {
             "snapshots pass their integrity check again".into()
         },
@@ -237,7 +240,9 @@ impl Job for RaftSnapshotJob {
                     "newest snapshot {} taken {} (raft index {})",
                     r.key,
                     r.taken_at.to_rfc3339(),
-                    r.raft_index.map(|i| i.to_string()).unwrap_or_else(|| "?".into())
+                    r.raft_index
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "?".into())
                 ),
                 None => "no snapshot taken yet".into(),
             },

@@ -52,7 +52,9 @@ where
     }
 }
 
+pub mod bao;
 pub mod daemon;
+pub mod s3;
 pub mod vault;
 
 /// Writes `content` to `dir/name` with mode 0600 (replacing it atomically if it exists).
