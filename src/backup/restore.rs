@@ -384,7 +384,7 @@ impl Progress {
             tokio::spawn(async move {
                 loop {
                     let n = counter.load(Ordering::Relaxed);
-                    let pct = if total > 0 { n * 100 / total } else { 100 };
+                    let pct = (n * 100).checked_div(total).unwrap_or(100);
                     let finished = done.load(Ordering::Relaxed);
                     eprint!(
                         "\r{label}: {} / {} ({pct}%)\x1b[K",

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::Bytes;
@@ -54,9 +53,19 @@ fn err(message: String) -> BackupError {
     BackupError::destination(S3, message)
 }
 
-/// An SDK error with its causes (no credentials: the SDK never puts them in errors).
+/// An SDK error with its causes, each said once (no credentials: the SDK never puts them in
+/// errors). Debug dumps are left out: they repeat the chain and bury the message.
 fn sdk(what: &str, e: impl std::error::Error) -> String {
-    format!("{what}: {}", DisplayErrorContext(e))
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    format!("{what}: {}", parts.join(": "))
 }
 
 impl S3Destination {
@@ -545,7 +554,7 @@ impl UploadTask {
             ),
             Err(e) => tracing::error!(
                 object = %self.dest.location(&self.name),
-                error = %DisplayErrorContext(e),
+                error = %sdk("abort", e),
                 "aborting the multipart upload failed; a bucket lifecycle rule (AbortIncompleteMultipartUpload) cleans it up"
             ),
         }
