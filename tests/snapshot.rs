@@ -255,6 +255,8 @@ fn synthetic_archive(state: &[u8], flip_state_byte: Option<usize>) -> Vec<u8> {
 struct FakeVault {
     addr: String,
     serve: Arc<Mutex<Option<bytes::Bytes>>>,
+    /// Answer snapshot requests with a 307 to the real OpenBao, as a standby node may.
+    redirect: Arc<AtomicBool>,
 }
 
 impl FakeVault {
@@ -263,6 +265,7 @@ impl FakeVault {
         struct St {
             real: String,
             serve: Arc<Mutex<Option<bytes::Bytes>>>,
+            redirect: Arc<AtomicBool>,
             http: reqwest::Client,
         }
         async fn handle(
@@ -270,6 +273,16 @@ impl FakeVault {
             req: axum::extract::Request,
         ) -> axum::response::Response {
             use axum::response::IntoResponse;
+            if req.uri().path() == "/v1/sys/storage/raft/snapshot"
+                && st.redirect.load(Ordering::SeqCst)
+            {
+                let to = format!("{}{}", st.real, req.uri().path());
+                return (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, to)],
+                )
+                    .into_response();
+            }
             let served = st.serve.lock().unwrap().clone();
             if req.uri().path() == "/v1/sys/storage/raft/snapshot"
                 && let Some(body) = served
@@ -310,9 +323,11 @@ impl FakeVault {
             (status, [(axum::http::header::CONTENT_TYPE, ctype)], bytes).into_response()
         }
         let serve = Arc::new(Mutex::new(None));
+        let redirect = Arc::new(AtomicBool::new(false));
         let st = St {
             real: env("VS_TEST_VAULT_ADDR"),
             serve: serve.clone(),
+            redirect: redirect.clone(),
             http: reqwest::Client::new(),
         };
         let app = axum::Router::new().fallback(handle).with_state(st);
@@ -321,7 +336,11 @@ impl FakeVault {
             .expect("bind");
         let addr = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        FakeVault { addr, serve }
+        FakeVault {
+            addr,
+            serve,
+            redirect,
+        }
     }
 
     fn serve(&self, archive: Option<Vec<u8>>) {
@@ -396,6 +415,14 @@ async fn snapshot_lands_in_s3_and_local_and_the_go_tools_restore_it() {
             Some(local.path()),
             "",
         ),
+    );
+
+    // `check --connect` proves the token may read snapshots and the destinations are writable.
+    let (status, stdout, stderr) = cfg.cli(&["check", "--connect"]);
+    assert!(status.success(), "check --connect:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("job snap: ok: can read sys/storage/raft/snapshot"),
+        "{stdout}"
     );
 
     let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
@@ -1045,4 +1072,105 @@ async fn the_daemon_takes_snapshots_on_schedule_and_exposes_their_metrics() {
     let status = d.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{}", d.log());
     assert!(files_in(local.path()).iter().all(|f| !f.starts_with('.')));
+}
+
+// ---- standby redirect, staleness -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_serves_the_snapshot_and_a_redirect_is_followed() {
+    // A real standby of a two-node raft cluster: OpenBao 2.7 forwards the request to the
+    // active node and answers 200 itself.
+    let active = FreshBao::start().await;
+    let standby = FreshBao::join(&active).await;
+    let keys = Keys::new();
+    let local = tempfile::tempdir().expect("tempdir");
+    let cfg = DaemonConfig::new(
+        &active.root_token,
+        &job_toml("snap", &keys, None, Some(local.path()), ""),
+    );
+    set_vault_address(&cfg, &standby.addr);
+    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+    assert!(
+        status.success(),
+        "{stdout}\n{stderr}\nstandby log:\n{}",
+        standby.log()
+    );
+    assert_eq!(files_in(local.path()).len(), 2);
+
+    // A node that answers with a 307 to the active node (as Vault standbys do where requests
+    // are not forwarded): the redirect is followed, token and all.
+    let vault = RootVault::new();
+    let token = snapshot_token(&vault).await;
+    let fake = FakeVault::start().await;
+    fake.redirect.store(true, Ordering::SeqCst);
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/v1/sys/storage/raft/snapshot", fake.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 307);
+    let local = tempfile::tempdir().expect("tempdir");
+    let cfg = DaemonConfig::new(
+        &token,
+        &job_toml("snap", &keys, None, Some(local.path()), ""),
+    );
+    set_vault_address(&cfg, &fake.addr);
+    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("followed a redirect to the active node"),
+        "{stderr}"
+    );
+    assert_eq!(files_in(local.path()).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_stale_fires_when_runs_keep_failing_and_resolves() {
+    let vault = RootVault::new();
+    let keys = Keys::new();
+    let token = snapshot_token(&vault).await;
+    let local = tempfile::tempdir().expect("tempdir");
+    let fake = FakeVault::start().await;
+    let cfg = DaemonConfig::new(
+        &token,
+        &job_toml(
+            "snap",
+            &keys,
+            None,
+            Some(local.path()),
+            "schedule = \"*/2 * * * * *\"",
+        ),
+    );
+    set_vault_address(&cfg, &fake.addr);
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    wait_until(Duration::from_secs(20), "a first snapshot", || async {
+        !open_store(&cfg)
+            .await
+            .snapshots("snap", 1)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let mut state = vec![0u8; 4096];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut state);
+    fake.serve(Some(synthetic_archive(&state, Some(1))));
+    // Twice the 2 s interval without a snapshot, seen by a failed run.
+    wait_until(Duration::from_secs(30), "SnapshotStale to fire", || {
+        alert_firing(&cfg, "SnapshotStale", "snap")
+    })
+    .await;
+    fake.serve(None);
+    wait_until(
+        Duration::from_secs(30),
+        "SnapshotStale to resolve",
+        || async { !alert_firing(&cfg, "SnapshotStale", "snap").await },
+    )
+    .await;
+    let status = d.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{}", d.log());
 }

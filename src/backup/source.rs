@@ -1,8 +1,9 @@
 //! The snapshot stream from Vault: `GET sys/storage/raft/snapshot` through the shared session
 //! (token, namespace, CA, one re-login on a revoked token), with a timeout fit for large
 //! snapshots: no limit on the whole transfer (the job's own timeout bounds it), but a limit on
-//! silence, so a stalled stream fails instead of hanging. A standby node answers with a redirect
-//! to the active node, which the HTTP client follows (the token header goes along).
+//! silence, so a stalled stream fails instead of hanging. A standby node either forwards the
+//! request to the active node itself (OpenBao does) or answers with a redirect to it, which the
+//! HTTP client follows (the token header goes along; it is logged when it happens).
 
 use std::time::Duration;
 

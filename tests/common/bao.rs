@@ -19,17 +19,75 @@ pub struct FreshBao {
 }
 
 impl FreshBao {
+    /// A new single-node cluster, initialised and unsealed.
     pub async fn start() -> FreshBao {
+        let mut bao = Self::spawn(None).await;
+        let (status, init) = bao
+            .call(
+                reqwest::Method::PUT,
+                "sys/init",
+                Some(json!({ "secret_shares": 1, "secret_threshold": 1 })),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "init: {init}");
+        bao.root_token = init["root_token"].as_str().expect("root").to_string();
+        bao.unseal_key = init["keys_base64"][0].as_str().expect("key").to_string();
+        super::daemon::record_canaries([bao.root_token.as_str(), bao.unseal_key.as_str()]);
+        let key = bao.unseal_key.clone();
+        bao.unseal(&key).await;
+        bao.wait_active().await;
+        bao
+    }
+
+    /// A second node that joins `leader`'s cluster (raft `retry_join`) and, unsealed with its
+    /// key, becomes a standby.
+    pub async fn join(leader: &FreshBao) -> FreshBao {
+        let mut bao = Self::spawn(Some(&leader.addr)).await;
+        bao.root_token = leader.root_token.clone();
+        bao.unseal_key = leader.unseal_key.clone();
+        // The join completes as the node is unsealed with the cluster's key; until it has
+        // joined, unseal requests may be refused, so keep trying.
+        let bao_ref = &bao;
+        wait_until(
+            Duration::from_secs(60),
+            "the standby to join and unseal",
+            || async move {
+                let _ = bao_ref
+                    .call(
+                        reqwest::Method::PUT,
+                        "sys/unseal",
+                        Some(json!({ "key": bao_ref.unseal_key })),
+                        None,
+                    )
+                    .await;
+                // 429: an unsealed standby.
+                let (status, _) = bao_ref
+                    .call(reqwest::Method::GET, "sys/health", None, None)
+                    .await;
+                status == 429
+            },
+        )
+        .await;
+        bao
+    }
+
+    async fn spawn(join: Option<&str>) -> FreshBao {
+        vault_steward::vault::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, cluster) = (free_port(), free_port());
         let addr = format!("http://127.0.0.1:{port}");
         std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        let retry_join = join
+            .map(|leader| format!("  retry_join {{\n    leader_api_addr = \"{leader}\"\n  }}\n"))
+            .unwrap_or_default();
+        let data = dir.path().join("data");
         let config = format!(
             r#"storage "raft" {{
   path = "{data}"
   node_id = "fresh-{port}"
   performance_multiplier = 1
-}}
+{retry_join}}}
 listener "tcp" {{
   address = "127.0.0.1:{port}"
   cluster_address = "127.0.0.1:{cluster}"
@@ -40,7 +98,7 @@ cluster_addr = "http://127.0.0.1:{cluster}"
 disable_mlock = true
 ui = false
 "#,
-            data = dir.path().join("data").display()
+            data = data.display()
         );
         std::fs::write(dir.path().join("config.hcl"), config).expect("config");
         let log = std::fs::File::create(dir.path().join("bao.log")).expect("log");
@@ -55,7 +113,7 @@ ui = false
             .stderr(log)
             .spawn()
             .expect("start bao");
-        let mut bao = FreshBao {
+        let bao = FreshBao {
             addr,
             root_token: String::new(),
             unseal_key: String::new(),
@@ -74,21 +132,6 @@ ui = false
             },
         )
         .await;
-        let (status, init) = bao
-            .call(
-                reqwest::Method::PUT,
-                "sys/init",
-                Some(json!({ "secret_shares": 1, "secret_threshold": 1 })),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "init: {init}");
-        bao.root_token = init["root_token"].as_str().expect("root").to_string();
-        bao.unseal_key = init["keys_base64"][0].as_str().expect("key").to_string();
-        super::daemon::record_canaries([bao.root_token.as_str(), bao.unseal_key.as_str()]);
-        let key = bao.unseal_key.clone();
-        bao.unseal(&key).await;
-        bao.wait_active().await;
         bao
     }
 
