@@ -49,6 +49,67 @@ pub enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Take, encrypt, verify and ship a raft snapshot now.
+    Snapshot {
+        /// The raft-snapshot job's name.
+        job: String,
+    },
+    /// The snapshots of a job: list and verify them.
+    Backups {
+        #[command(subcommand)]
+        command: BackupsCommand,
+    },
+    /// Download, decrypt and verify a snapshot, then restore it into the configured Vault.
+    Restore {
+        /// The raft-snapshot job's name.
+        job: String,
+        #[command(flatten)]
+        which: Which,
+        /// Use snapshot-force: restore a snapshot of another cluster (Vault then seals itself;
+        /// unseal it with that cluster's keys).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `backups …` commands.
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// The job's snapshots in every destination, newest first.
+    List {
+        /// The raft-snapshot job's name.
+        job: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download, decrypt and check a snapshot's archive (SHA256SUMS, sizes, manifest);
+    /// restores nothing.
+    Verify {
+        /// The raft-snapshot job's name.
+        job: String,
+        #[command(flatten)]
+        which: Which,
+    },
+}
+
+/// Which snapshot, and how to read it.
+#[derive(Debug, clap::Args)]
+pub struct Which {
+    /// The snapshot's name (`vault-YYYYMMDD-HHMMSS.snap.age`; a prefix or path before it is
+    /// ignored).
+    #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+    pub key: Option<String>,
+    /// The newest snapshot (in each destination, for `verify`).
+    #[arg(long)]
+    pub latest: bool,
+    /// The age identity file (AGE-SECRET-KEY-1…) or unencrypted SSH private key to decrypt with.
+    #[arg(long, value_name = "FILE")]
+    pub identity: PathBuf,
+    /// Read from this destination only (`s3` or `local`). Default: `verify` checks every
+    /// destination holding the snapshot; `restore` prefers the local copy.
+    #[arg(long, value_name = "DESTINATION", value_parser = ["s3", "local"])]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -117,6 +117,13 @@ pub enum JobError {
     Transient(String),
     #[error("cancelled")]
     Cancelled,
+    /// A failure that also raises (or resolves) alerts of the kind's own, such as an integrity
+    /// failure that must page at once rather than after `failures_before_alert` runs.
+    #[error("{error}")]
+    WithAlerts {
+        error: Box<JobError>,
+        alerts: Vec<AlertSignal>,
+    },
 }
 
 impl JobError {
@@ -126,6 +133,15 @@ impl JobError {
             JobError::Store(e) => e.is_retryable(),
             JobError::Permanent(_) => false,
             JobError::Transient(_) | JobError::Cancelled => true,
+            JobError::WithAlerts { error, .. } => error.is_retryable(),
+        }
+    }
+
+    /// The alert signals this failure carries, for the engine to apply.
+    pub fn alerts(&self) -> &[AlertSignal] {
+        match self {
+            JobError::WithAlerts { alerts, .. } => alerts,
+            _ => &[],
         }
     }
 }

@@ -15,11 +15,14 @@
 //! - [`leader`] — several instances on one PostgreSQL store: the leader lease, terms, fencing.
 //! - [`alert`] — incidents raised by the engine, the outbox that stores every notification
 //!   before it is sent, and the sinks that deliver them (email, webhooks).
+//! - [`backup`] — raft snapshots: stream, check, encrypt, ship (S3, local), prune, verify,
+//!   restore.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`; [`metrics`] names every metric.
 //! - [`telemetry`] — tracing setup.
 
 pub mod alert;
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod engine;

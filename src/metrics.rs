@@ -25,6 +25,10 @@ pub struct Metrics {
     pub job_duration: HistogramVec,
     pub job_consecutive_failures: IntGaugeVec,
     secret_age: GaugeVec,
+    /// Size of the newest published snapshot (its encrypted object), by job.
+    pub snapshot_size: GaugeVec,
+    /// Snapshots kept in each destination, by job.
+    pub snapshots_retained: GaugeVec,
     pub build_info: GaugeVec,
     /// 1 when the session holds a valid Vault token.
     pub vault_authenticated: Gauge,
@@ -107,6 +111,20 @@ impl Metrics {
             ),
             &["job"],
         )?;
+        let snapshot_size = GaugeVec::new(
+            opts(
+                "snapshot_size_bytes",
+                "Size of the job's newest published snapshot (encrypted), in bytes.",
+            ),
+            &["job"],
+        )?;
+        let snapshots_retained = GaugeVec::new(
+            opts(
+                "snapshots_retained",
+                "Snapshots of the job kept in each destination.",
+            ),
+            &["job", "destination"],
+        )?;
         let build_info = GaugeVec::new(
             opts("build_info", "Always 1; labelled with the running version."),
             &["version"],
@@ -122,6 +140,8 @@ impl Metrics {
         registry.register(Box::new(job_duration.clone()))?;
         registry.register(Box::new(job_consecutive_failures.clone()))?;
         registry.register(Box::new(secret_age.clone()))?;
+        registry.register(Box::new(snapshot_size.clone()))?;
+        registry.register(Box::new(snapshots_retained.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         let alerts_sent = IntCounterVec::new(
             opts(
@@ -162,6 +182,8 @@ impl Metrics {
             job_duration,
             job_consecutive_failures,
             secret_age,
+            snapshot_size,
+            snapshots_retained,
             build_info,
             vault_authenticated,
             alerts_sent,
@@ -231,6 +253,27 @@ impl Metrics {
                 map.remove(job);
                 let _ = self.secret_age.remove_label_values(&[job]);
             }
+        }
+    }
+
+    /// Sets a snapshot job's gauges from its snapshot records: the newest one's size, and the
+    /// count per destination (every configured destination appears, at 0 when empty).
+    pub fn set_snapshots<'a>(
+        &self,
+        job: &str,
+        destinations: impl IntoIterator<Item = &'a str>,
+        records: &[crate::store::SnapshotRecord],
+    ) {
+        for dest in destinations {
+            let n = records.iter().filter(|r| r.destination == dest).count();
+            self.snapshots_retained
+                .with_label_values(&[job, dest])
+                .set(n as f64);
+        }
+        if let Some(newest) = records.iter().max_by_key(|r| r.taken_at) {
+            self.snapshot_size
+                .with_label_values(&[job])
+                .set(newest.size_bytes as f64);
         }
     }
 
@@ -306,6 +349,43 @@ mod tests {
         let text = m.render(Utc::now());
         assert!(text.contains("vault_steward_vault_up 1"), "{text}");
         assert!(text.contains("vault_steward_vault_sealed 1"), "{text}");
+    }
+
+    #[test]
+    fn snapshot_gauges_follow_the_records() {
+        let m = Metrics::new().unwrap();
+        let rec = |dest: &str, secs: i64, size: i64| crate::store::SnapshotRecord {
+            job: "snap".into(),
+            destination: dest.into(),
+            key: format!("vault-{secs}.snap.age"),
+            taken_at: DateTime::from_timestamp(secs, 0).unwrap(),
+            size_bytes: size,
+            sha256: String::new(),
+            raft_index: None,
+            raft_term: None,
+        };
+        m.set_snapshots(
+            "snap",
+            ["s3", "local"],
+            &[
+                rec("s3", 100, 10),
+                rec("s3", 200, 20),
+                rec("local", 300, 30),
+            ],
+        );
+        let text = m.render(Utc::now());
+        assert!(text.contains(r#"vault_steward_snapshot_size_bytes{job="snap"} 30"#));
+        assert!(
+            text.contains(r#"vault_steward_snapshots_retained{destination="s3",job="snap"} 2"#)
+        );
+        assert!(
+            text.contains(r#"vault_steward_snapshots_retained{destination="local",job="snap"} 1"#)
+        );
+        m.set_snapshots("snap", ["s3", "local"], &[]);
+        let text = m.render(Utc::now());
+        assert!(
+            text.contains(r#"vault_steward_snapshots_retained{destination="s3",job="snap"} 0"#)
+        );
     }
 
     #[test]

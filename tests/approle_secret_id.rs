@@ -288,6 +288,7 @@ async fn a_secret_id_put_in_kv_by_hand_is_adopted_and_destroyed_after_the_first_
 }
 
 /// The accessors of `role`'s live secret-ids.
+#[cfg(feature = "failpoints")]
 async fn accessors(vault: &RootVault, role: &str) -> Vec<String> {
     let (_, list) = vault
         .call(

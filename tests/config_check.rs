@@ -419,6 +419,29 @@ storage_class = "GLACIER"
 }
 
 #[test]
+fn s3_part_size_out_of_range() {
+    let s = Setup::new(STEWARD);
+    let f = s.job(
+        "snap.toml",
+        r#"[[job]]
+name = "snap"
+kind = "raft-snapshot"
+recipients = ["age1mf7cn497d8dja0why0wsn8x3hpjrlw8zqwc75a6nhqnkq2danmvsrn9wws"]
+[job.s3]
+bucket = "backups"
+part_size_mib = 4
+"#,
+    );
+    assert_error(
+        &s,
+        &f,
+        7,
+        17,
+        "`part_size_mib` must be between 5 and 512, not 4",
+    );
+}
+
+#[test]
 fn unknown_kind() {
     let s = Setup::new(STEWARD);
     let f = s.job("a.toml", "[[job]]\nname = \"x\"\nkind = \"ldap\"\n");

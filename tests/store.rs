@@ -632,12 +632,25 @@ async fn snapshots_newest_first(f: &Fixture) {
     .unwrap();
 
     let all = s.snapshots("raft", 10).await.unwrap();
-    assert_eq!(all, vec![snap("local", 7200), again, snap("s3", 0)]);
+    assert_eq!(all, vec![snap("local", 7200), again.clone(), snap("s3", 0)]);
     assert_eq!(
         s.snapshots("raft", 1).await.unwrap(),
         vec![snap("local", 7200)]
     );
     assert!(s.snapshots("nobody", 10).await.unwrap().is_empty());
+
+    // Forgetting one object leaves the others (and other jobs' rows) alone.
+    s.delete_snapshot("raft", "s3", &snap("s3", 0).key)
+        .await
+        .unwrap();
+    s.delete_snapshot("raft", "local", "vault/not-there.snap.age")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.snapshots("raft", 10).await.unwrap(),
+        vec![snap("local", 7200), again]
+    );
+    assert_eq!(s.snapshots("other", 10).await.unwrap().len(), 1);
 }
 
 async fn actions_due_pending_complete_retry(f: &Fixture) {

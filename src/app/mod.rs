@@ -3,10 +3,12 @@
 //! runtime failure, 2 bad config or usage.
 //!
 //! One file per group of commands: [`run`] (the daemon: tasks, shutdown, sd_notify),
-//! [`inspect`] (`check`, `plan`, `status`), [`rotate`], [`alerts`]. Shared plumbing (opening the store,
-//! connecting to Vault, exit codes) lives here.
+//! [`inspect`] (`check`, `plan`, `status`), [`rotate`], [`alerts`], [`backups`] (`snapshot`,
+//! `backups …`, `restore`). Shared plumbing (opening the store, connecting to Vault, exit codes)
+//! lives here.
 
 mod alerts;
+mod backups;
 mod inspect;
 mod rotate;
 mod run;
@@ -99,6 +101,9 @@ async fn dispatch(command: Command, cfg: Config) -> Result<ExitCode, Failure> {
         Command::Status { json } => inspect::status(cfg, json).await,
         Command::Rotate { job, dry_run } => rotate::rotate(cfg, &job, dry_run).await,
         Command::Alerts { command } => alerts::alerts(cfg, command).await,
+        Command::Snapshot { job } => backups::snapshot(cfg, &job).await,
+        Command::Backups { command } => backups::backups(cfg, command).await,
+        Command::Restore { job, which, force } => backups::restore(cfg, &job, which, force).await,
     }
 }
 

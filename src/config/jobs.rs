@@ -163,6 +163,9 @@ pub struct S3DestinationConfig {
     pub endpoint: Option<String>,
     pub force_path_style: bool,
     pub sse: Option<String>,
+    /// `part_size_mib`: size of each multipart-upload part, in bytes. Bounds memory: at most
+    /// two parts are held at once.
+    pub part_size: usize,
 }
 
 /// `[job.local]`.

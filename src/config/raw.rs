@@ -350,6 +350,7 @@ pub(crate) struct RawS3 {
     pub endpoint: Str,
     pub force_path_style: Bool,
     pub sse: Str,
+    pub part_size_mib: Int,
 }
 
 pub(crate) const S3: Schema = Schema {
@@ -361,6 +362,7 @@ pub(crate) const S3: Schema = Schema {
         "endpoint",
         "force_path_style",
         "sse",
+        "part_size_mib",
     ],
     tables: &[],
 };

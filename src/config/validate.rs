@@ -67,6 +67,7 @@ pub(crate) mod defaults {
     pub const SNAPSHOT_SCHEDULE: &str = "0 0 * * * *";
     pub const SNAPSHOT_RETAIN: Duration = Duration::from_secs(48 * 3600);
     pub const SNAPSHOT_MIN_KEEP: i64 = 3;
+    pub const S3_PART_SIZE_MIB: i64 = 16;
     pub const HEALTH_SCHEDULE: &str = "0 * * * * *";
 }
 
@@ -1958,6 +1959,15 @@ fn s3_destination(ctx: &mut Ctx<'_>, s: &Sp<raw::RawS3>) -> S3DestinationConfig 
         }
         v.get_ref().clone()
     });
+    // S3 wants parts of at least 5 MiB (but the last); at most 10,000 parts per upload, so the
+    // part size also caps the snapshot size (16 MiB: 156 GiB).
+    let part_size_mib = ctx.int_in(
+        &r.part_size_mib,
+        "part_size_mib",
+        5,
+        512,
+        defaults::S3_PART_SIZE_MIB,
+    );
     S3DestinationConfig {
         bucket,
         prefix,
@@ -1965,6 +1975,7 @@ fn s3_destination(ctx: &mut Ctx<'_>, s: &Sp<raw::RawS3>) -> S3DestinationConfig 
         endpoint,
         force_path_style: r.force_path_style.as_ref().is_some_and(|f| *f.get_ref()),
         sse,
+        part_size: part_size_mib as usize * 1024 * 1024,
     }
 }
 

@@ -171,6 +171,7 @@ impl Engine {
                     .set(i64::from(s.consecutive_failures));
             }
             self.publish_next_due(job, state, now);
+            self.publish_snapshot_metrics(job).await;
         }
 
         let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);

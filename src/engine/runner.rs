@@ -245,6 +245,7 @@ impl Engine {
                     retry_in_s = delay.as_secs_f64(),
                     "run failed"
                 );
+                signals.extend(e.alerts().iter().cloned());
                 if state.consecutive_failures >= self.failures_before_alert {
                     signals.push(job_failing(
                         true,
@@ -285,6 +286,7 @@ impl Engine {
             .set(i64::from(state.consecutive_failures));
         self.metrics
             .set_secret_changed(name, state.secret_changed_at);
+        self.publish_snapshot_metrics(job).await;
         self.publish_next_due(job, Some(&state), finished_at);
         Ok(result)
     }
@@ -314,6 +316,28 @@ impl Engine {
         if let Some(u) = unreachable {
             self.metrics
                 .set_vault_health(!u.firing, sealed.map(|s| s.firing));
+        }
+    }
+
+    /// For snapshot jobs: `snapshot_size_bytes` and `snapshots_retained{destination}` from the
+    /// snapshot records in the store (which the job keeps in step with its destinations).
+    pub(super) async fn publish_snapshot_metrics(&self, job: &EngineJob) {
+        let crate::config::JobSpec::RaftSnapshot(c) = &job.config.spec else {
+            return;
+        };
+        let name = job.config.name.as_str();
+        match self.store.snapshots(name, 1_000_000).await {
+            Ok(records) => {
+                let destinations =
+                    c.s3.as_ref()
+                        .map(|_| "s3")
+                        .into_iter()
+                        .chain(c.local.as_ref().map(|_| "local"));
+                self.metrics.set_snapshots(name, destinations, &records);
+            }
+            Err(e) => {
+                tracing::warn!(job = name, error = %e, "reading snapshot records for metrics")
+            }
         }
     }
 

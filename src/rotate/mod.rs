@@ -11,6 +11,7 @@ pub mod hook;
 pub mod mysql;
 pub mod postgres;
 pub mod protocol;
+pub mod raft_snapshot;
 pub mod reminder;
 pub mod vault_health;
 
@@ -50,10 +51,10 @@ pub fn build(config: &JobConfig) -> Result<Arc<dyn Job>, String> {
             &config.name,
             c.clone(),
         ))),
-        other => Err(format!(
-            "kind `{}` is not implemented in this version of vault-steward",
-            other.kind()
-        )),
+        JobSpec::RaftSnapshot(c) => Ok(Arc::new(raft_snapshot::RaftSnapshotJob::new(
+            &config.name,
+            c.clone(),
+        ))),
     }
 }
 

@@ -217,6 +217,13 @@ pub trait Store: Send + Sync + 'static {
     async fn record_snapshot(&self, snapshot: &SnapshotRecord) -> Result<(), StoreError>;
     /// Snapshots of a job, newest first.
     async fn snapshots(&self, job: &str, limit: u32) -> Result<Vec<SnapshotRecord>, StoreError>;
+    /// Forgets a snapshot (retention deleted it, or it is gone from its destination).
+    async fn delete_snapshot(
+        &self,
+        job: &str,
+        destination: &str,
+        key: &str,
+    ) -> Result<(), StoreError>;
 
     // ---- deferred actions (e.g. destroy an old secret-id after its grace) ------------------
 

@@ -445,6 +445,24 @@ macro_rules! impl_store {
                     records(rows)
                 }
 
+                async fn delete_snapshot(
+                    &self,
+                    job: &str,
+                    destination: &str,
+                    key: &str,
+                ) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "DELETE FROM snapshots \
+                         WHERE job = $1 AND destination = $2 AND object_key = $3",
+                    )
+                    .bind(job)
+                    .bind(destination)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }
+
                 // ---- deferred actions ----------------------------------------------------------
 
                 async fn schedule_action(&self, action: &NewAction) -> Result<i64, StoreError> {

@@ -54,7 +54,9 @@ where
     }
 }
 
+pub mod bao;
 pub mod daemon;
+pub mod s3;
 pub mod sinks;
 pub mod vault;
 

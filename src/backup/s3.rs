@@ -1,0 +1,562 @@
+//! The S3 destination (AWS or any S3-compatible store): `PREFIX/vault-….snap.age` and its
+//! manifest, through aws-sdk-s3 with the standard AWS credential chain.
+//!
+//! A snapshot of unknown length goes up as a multipart upload, one part at a time; at most two
+//! parts exist in memory (one filling, one uploading), which bounds the memory a snapshot takes.
+//! The first part is held back until a second one exists, so a small snapshot becomes one plain
+//! `PutObject` at the end. Nothing is visible in the bucket until [`S3Upload::publish`]: it writes
+//! the manifest, then completes the upload. Every other way out — an error, [`S3Upload::abort`],
+//! or dropping the upload (the run timed out or was cancelled) — aborts the multipart upload.
+//!
+//! Checksums: the SDK's default CRC32 trailers are turned off (`WhenRequired`), since several
+//! S3-compatible stores reject them; integrity is ours to check (SHA-256 in the manifest).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::manifest::{self, Manifest};
+use super::{BackupError, S3, manifest_name, manifest_snapshot, parse_snapshot_name};
+use crate::config::S3DestinationConfig;
+
+/// Concurrent manifest reads and deletions while listing or pruning.
+pub const CONCURRENCY: usize = 8;
+
+/// One object of ours found under the prefix.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Our snapshots and manifests directly under the prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub snapshots: Vec<Found>,
+    pub manifests: Vec<Found>,
+}
+
+/// `[job.s3]` with a client.
+#[derive(Clone)]
+pub struct S3Destination {
+    client: Client,
+    config: S3DestinationConfig,
+}
+
+fn err(message: String) -> BackupError {
+    BackupError::destination(S3, message)
+}
+
+/// An SDK error with its causes, each said once (no credentials: the SDK never puts them in
+/// errors). Debug dumps are left out: they repeat the chain and bury the message.
+fn sdk(what: &str, e: impl std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    format!("{what}: {}", parts.join(": "))
+}
+
+impl S3Destination {
+    /// Builds the client: credentials and (unless configured) region from the standard AWS
+    /// chain; rustls with ring; the configured endpoint and path style.
+    pub async fn connect(config: &S3DestinationConfig) -> S3Destination {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A part of up to 512 MiB on a slow link; the job's timeout bounds the whole run.
+            .operation_attempt_timeout(Duration::from_secs(15 * 60))
+            .build();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts);
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .force_path_style(config.force_path_style);
+        if shared.region().is_none() {
+            // S3-compatible stores rarely care; AWS itself redirects to the right region.
+            builder = builder.region(aws_config::Region::new("us-east-1"));
+        }
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint.clone());
+        }
+        S3Destination {
+            client: Client::from_conf(builder.build()),
+            config: config.clone(),
+        }
+    }
+
+    /// The object key of `name`.
+    pub fn key(&self, name: &str) -> String {
+        if self.config.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.config.prefix)
+        }
+    }
+
+    /// `s3://BUCKET/KEY`, for messages and listings.
+    pub fn location(&self, name: &str) -> String {
+        format!("s3://{}/{}", self.config.bucket, self.key(name))
+    }
+
+    fn list_prefix(&self) -> String {
+        if self.config.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.config.prefix)
+        }
+    }
+
+    /// Our snapshots and manifests directly under the prefix, through every page.
+    pub async fn list(&self) -> Result<Listing, BackupError> {
+        let prefix = self.list_prefix();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.config.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut out = Listing::default();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| err(sdk(&format!("listing {}", self.location("")), e)))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let Some(name) = key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let found = Found {
+                    name: name.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                };
+                if parse_snapshot_name(name).is_some() {
+                    out.snapshots.push(found);
+                } else if manifest_snapshot(name).is_some() {
+                    out.manifests.push(found);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Proves the bucket can be listed (for `check --connect`).
+    pub async fn probe(&self) -> Result<(), BackupError> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.config.bucket)
+            .prefix(self.list_prefix())
+            .max_keys(1)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| err(sdk(&format!("listing {}", self.location("")), e)))
+    }
+
+    /// Reads a manifest; `Ok(None)` if it is missing or not a manifest.
+    pub async fn read_manifest(&self, name: &str) -> Result<Option<Manifest>, BackupError> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(name))
+            .send()
+            .await;
+        let mut body = match got {
+            Ok(o) => {
+                if o.content_length().unwrap_or(0) > manifest::MAX_SIZE as i64 {
+                    return Ok(None);
+                }
+                o.body
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(err(sdk(&format!("reading {}", self.location(name)), e))),
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| err(sdk(&format!("reading {}", self.location(name)), e)))?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > manifest::MAX_SIZE {
+                return Ok(None);
+            }
+        }
+        Ok(Manifest::parse(&bytes))
+    }
+
+    /// Streams an object.
+    pub async fn get(&self, name: &str) -> Result<ByteStream, BackupError> {
+        self.client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(name))
+            .send()
+            .await
+            .map(|o| o.body)
+            .map_err(|e| err(sdk(&format!("reading {}", self.location(name)), e)))
+    }
+
+    /// Deletes one object (one request per key: some S3-compatible stores reject DeleteObjects
+    /// without Content-MD5).
+    pub async fn delete(&self, name: &str) -> Result<(), BackupError> {
+        self.client
+            .delete_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(name))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| err(sdk(&format!("deleting {}", self.location(name)), e)))
+    }
+
+    async fn put(&self, name: &str, body: Bytes, content_type: &str) -> Result<(), String> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(name))
+            .content_type(content_type)
+            .body(ByteStream::from(body));
+        if let Some(sse) = &self.config.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+        }
+        req.send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk(&format!("writing {}", self.location(name)), e))
+    }
+
+    /// Starts the upload of snapshot `name`: the [`PartSender`] takes ciphertext (on a blocking
+    /// thread), the [`S3Upload`] decides its fate.
+    pub fn start_upload(&self, name: &str) -> (PartSender, S3Upload) {
+        let (tx, rx) = mpsc::channel(1);
+        let (decide_tx, decide_rx) = oneshot::channel();
+        let task = UploadTask {
+            dest: self.clone(),
+            name: name.to_string(),
+            upload_id: None,
+            parts: Vec::new(),
+        };
+        let handle = tokio::spawn(task.run(rx, decide_rx));
+        (
+            PartSender {
+                tx,
+                permits: Arc::new(Semaphore::new(2)),
+                buf: Vec::new(),
+                permit: None,
+                part_size: self.config.part_size,
+                runtime: tokio::runtime::Handle::current(),
+            },
+            S3Upload {
+                decide: decide_tx,
+                handle,
+            },
+        )
+    }
+}
+
+/// A full (or the last) part, with the permit that accounts for its memory.
+struct Part {
+    bytes: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The writing end of an upload, for the blocking encryption thread. Holds at most one part
+/// being filled; a new one starts only when fewer than two parts exist.
+pub struct PartSender {
+    tx: mpsc::Sender<Part>,
+    permits: Arc<Semaphore>,
+    buf: Vec<u8>,
+    permit: Option<OwnedSemaphorePermit>,
+    part_size: usize,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The upload ended (it failed; its task reports why).
+#[derive(Debug)]
+pub struct UploadGone;
+
+impl PartSender {
+    /// Appends ciphertext, handing over each full part. Blocks while two parts exist.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), UploadGone> {
+        while !data.is_empty() {
+            if self.permit.is_none() {
+                let permits = self.permits.clone();
+                let tx = self.tx.clone();
+                let permit = self.runtime.block_on(async move {
+                    tokio::select! {
+                        p = permits.acquire_owned() => p.ok(),
+                        _ = tx.closed() => None,
+                    }
+                });
+                self.permit = Some(permit.ok_or(UploadGone)?);
+                self.buf = Vec::with_capacity(self.part_size);
+            }
+            let room = self.part_size - self.buf.len();
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.buf.extend_from_slice(now);
+            data = rest;
+            if self.buf.len() == self.part_size {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), UploadGone> {
+        let Some(permit) = self.permit.take() else {
+            return Ok(());
+        };
+        let part = Part {
+            bytes: Bytes::from(std::mem::take(&mut self.buf)),
+            _permit: permit,
+        };
+        self.tx.blocking_send(part).map_err(|_| UploadGone)
+    }
+
+    /// Hands over the last, partial part; the upload then waits for its decision.
+    pub fn finish(mut self) -> Result<(), UploadGone> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+/// What to do with an upload whose parts are all in.
+pub struct S3Upload {
+    decide: oneshot::Sender<Vec<u8>>,
+    handle: tokio::task::JoinHandle<Result<u64, String>>,
+}
+
+impl S3Upload {
+    /// Writes the manifest, then completes the upload (the snapshot becomes visible). Returns
+    /// the object's size.
+    pub async fn publish(self, manifest: Vec<u8>) -> Result<u64, BackupError> {
+        // If the task already failed it dropped its receiver; its result says why.
+        let _ = self.decide.send(manifest);
+        match self.handle.await {
+            Ok(r) => r.map_err(err),
+            Err(e) => Err(err(format!("upload task failed: {e}"))),
+        }
+    }
+
+    /// Aborts the upload and waits until S3 confirmed it (or refused: then the abort is logged).
+    /// Returns the upload's own error if it had failed before.
+    pub async fn abort(self) -> Option<String> {
+        drop(self.decide);
+        match self.handle.await {
+            Ok(Err(e)) if e != ABORTED => Some(e),
+            Ok(_) => None,
+            Err(e) => Some(format!("upload task failed: {e}")),
+        }
+    }
+
+    /// Whether the upload already failed (its task ended early).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
+
+const ABORTED: &str = "aborted";
+
+struct UploadTask {
+    dest: S3Destination,
+    name: String,
+    upload_id: Option<String>,
+    parts: Vec<CompletedPart>,
+}
+
+impl UploadTask {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Part>,
+        decide: oneshot::Receiver<Vec<u8>>,
+    ) -> Result<u64, String> {
+        let mut held: Option<Part> = None;
+        let mut size = 0u64;
+        let received: Result<(), String> = async {
+            while let Some(part) = rx.recv().await {
+                size += part.bytes.len() as u64;
+                if self.upload_id.is_none() {
+                    let Some(first) = held.take() else {
+                        held = Some(part);
+                        continue;
+                    };
+                    self.create().await?;
+                    self.upload(first).await?;
+                }
+                self.upload(part).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = received {
+            drop(rx);
+            drop(held);
+            self.abort().await;
+            return Err(e);
+        }
+        let Ok(manifest) = decide.await else {
+            drop(held);
+            self.abort().await;
+            return Err(ABORTED.into());
+        };
+        let manifest_name = manifest_name(&self.name);
+        if let Err(e) = self
+            .dest
+            .put(&manifest_name, Bytes::from(manifest), "application/json")
+            .await
+        {
+            self.abort().await;
+            return Err(e);
+        }
+        let done = match &self.upload_id {
+            Some(id) => self.complete(id).await,
+            None => {
+                let body = held.take().map(|p| p.bytes).unwrap_or_default();
+                self.dest
+                    .put(&self.name, body, "application/octet-stream")
+                    .await
+            }
+        };
+        if let Err(e) = done {
+            self.abort().await;
+            if let Err(d) = self.dest.delete(&manifest_name).await {
+                tracing::warn!(error = %d, "removing the manifest of an unpublished snapshot");
+            }
+            return Err(e);
+        }
+        Ok(size)
+    }
+
+    async fn create(&mut self) -> Result<(), String> {
+        let mut req = self
+            .dest
+            .client
+            .create_multipart_upload()
+            .bucket(&self.dest.config.bucket)
+            .key(self.dest.key(&self.name))
+            .content_type("application/octet-stream");
+        if let Some(sse) = &self.dest.config.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+        }
+        let out = req.send().await.map_err(|e| {
+            sdk(
+                &format!("starting the upload of {}", self.dest.location(&self.name)),
+                e,
+            )
+        })?;
+        let id = out
+            .upload_id()
+            .ok_or_else(|| "the store returned no upload id".to_string())?;
+        self.upload_id = Some(id.to_string());
+        Ok(())
+    }
+
+    async fn upload(&mut self, part: Part) -> Result<(), String> {
+        let Some(id) = &self.upload_id else {
+            return Err("no multipart upload".into());
+        };
+        let number = self.parts.len() as i32 + 1;
+        let out = self
+            .dest
+            .client
+            .upload_part()
+            .bucket(&self.dest.config.bucket)
+            .key(self.dest.key(&self.name))
+            .upload_id(id)
+            .part_number(number)
+            .body(ByteStream::from(part.bytes))
+            .send()
+            .await
+            .map_err(|e| {
+                sdk(
+                    &format!(
+                        "uploading part {number} of {}",
+                        self.dest.location(&self.name)
+                    ),
+                    e,
+                )
+            })?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn complete(&self, id: &str) -> Result<(), String> {
+        self.dest
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.dest.config.bucket)
+            .key(self.dest.key(&self.name))
+            .upload_id(id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(self.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| {
+                sdk(
+                    &format!(
+                        "completing the upload of {}",
+                        self.dest.location(&self.name)
+                    ),
+                    e,
+                )
+            })
+    }
+
+    async fn abort(&mut self) {
+        let Some(id) = self.upload_id.take() else {
+            return;
+        };
+        let result = self
+            .dest
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.dest.config.bucket)
+            .key(self.dest.key(&self.name))
+            .upload_id(&id)
+            .send()
+            .await;
+        match result {
+            Ok(_) => tracing::info!(
+                object = %self.dest.location(&self.name),
+                "multipart upload aborted; nothing was published"
+            ),
+            Err(e) => tracing::error!(
+                object = %self.dest.location(&self.name),
+                error = %sdk("abort", e),
+                "aborting the multipart upload failed; a bucket lifecycle rule (AbortIncompleteMultipartUpload) cleans it up"
+            ),
+        }
+    }
+}
