@@ -60,7 +60,7 @@ done
 # The one cargo test invocation; $@ adds cargo options such as --no-run. The lock descriptor is
 # closed for cargo, so a daemon a test forgets to stop cannot keep the testbed locked.
 cargo_test() {
-  cargo test --features failpoints "${targets[@]}" "${cargo_args[@]}" "$@" -- "${threads[@]}" "${libtest_args[@]}" {lock_fd}>&-
+  cargo test --no-fail-fast --features failpoints "${targets[@]}" "${cargo_args[@]}" "$@" -- "${threads[@]}" "${libtest_args[@]}" {lock_fd}>&-
 }
 
 cd "$ROOT"

@@ -891,9 +891,12 @@ path "secret/metadata/{prefix}/steady" {{ capabilities = ["create", "read", "upd
     )
     .await;
     d.terminate(Duration::from_secs(15)).await;
+    // KV keeps only the mount's `max_versions` (10 by default) newest versions: older ones
+    // read as missing.
     for v in 1..=vault.current_version(&steady_path).await {
-        let kv = vault.kv_get_version(&steady_path, Some(v)).await.unwrap();
-        record_canaries([kv.data["api_key"].as_str().unwrap()]);
+        if let Some(kv) = vault.kv_get_version(&steady_path, Some(v)).await {
+            record_canaries([kv.data["api_key"].as_str().unwrap()]);
+        }
     }
 }
 
