@@ -32,9 +32,12 @@ scripts/testbed.sh install >/dev/null
 scripts/testbed.sh up >/dev/null
 # shellcheck disable=SC1090
 source "$(scripts/testbed.sh env)"
-echo "building release binary..." >&2
-cargo build --release --quiet --bin vault-steward
-BIN=$CARGO_TARGET_DIR/release/vault-steward
+# VS_BENCH_PROFILE=debug measures the debug build instead (no 15-minute release build).
+PROFILE=${VS_BENCH_PROFILE:-release}
+echo "building the $PROFILE binary..." >&2
+if [[ $PROFILE == release ]]; then cargo build --release --quiet --bin vault-steward
+else cargo build --quiet --bin vault-steward; fi
+BIN=$CARGO_TARGET_DIR/$PROFILE/vault-steward
 
 ROOT=$(cat "$VS_TEST_VAULT_TOKEN_FILE")
 vault() { curl -sf -H "X-Vault-Token: $ROOT" "$@"; }
@@ -84,12 +87,12 @@ done
 t1=$(ticks); s1=$(date +%s.%N)
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status")
 
-python3 - "$t0" "$t1" "$s0" "$s1" "$HZ" "$max_rss" "$hwm" "$TARGET_RSS_MIB" "$TARGET_CPU_PCT" "$JOBS" <<'PY'
+PROFILE=$PROFILE python3 - "$t0" "$t1" "$s0" "$s1" "$HZ" "$max_rss" "$hwm" "$TARGET_RSS_MIB" "$TARGET_CPU_PCT" "$JOBS" <<'PY'
 import sys
 t0, t1, s0, s1, hz, rss, hwm, trss, tcpu, jobs = sys.argv[1:]
 cpu_pct = (int(t1) - int(t0)) / int(hz) / (float(s1) - float(s0)) * 100
 rss_mib, hwm_mib = int(rss) / 1024, int(hwm) / 1024
-print(f"idle, {jobs} jobs, {float(s1)-float(s0):.0f} s sampled")
+print(f"idle, {jobs} jobs, {float(s1)-float(s0):.0f} s sampled, {__import__('os').environ.get('PROFILE', 'release')} build")
 print(f"{'metric':<28}{'vault-steward':>14}{'target':>10}{'ratio':>8}")
 print(f"{'RSS while idle (MiB)':<28}{rss_mib:>14.1f}{float(trss):>10.1f}{rss_mib/float(trss):>8.2f}")
 print(f"{'peak RSS incl. start (MiB)':<28}{hwm_mib:>14.1f}{float(trss):>10.1f}{hwm_mib/float(trss):>8.2f}")
