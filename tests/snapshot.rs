@@ -740,14 +740,21 @@ async fn a_corrupt_or_cut_snapshot_publishes_nothing_and_alerts() {
     assert!(alert_firing(&cfg, "SnapshotInvalid", "snap").await);
 
     // The same setup publishes a sound archive, and the alert resolves.
-    fake.serve(Some(good));
+    fake.serve(Some(good.clone()));
     let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
     assert!(status.success(), "{stdout}\n{stderr}");
-    assert_eq!(
-        snapshot_names(&s3::keys(&client, &bucket, "").await).len(),
-        1
-    );
+    let snaps = snapshot_names(&s3::keys(&client, &bucket, "").await);
+    assert_eq!(snaps.len(), 1);
     assert_eq!(files_in(local.path()).len(), 2);
+    // Uploaded in several parts (in parallel), it decrypts to exactly the archive served.
+    let work = tempfile::tempdir().expect("tempdir");
+    let encrypted = work.path().join("multi.age");
+    std::fs::write(&encrypted, s3::get(&client, &bucket, &snaps[0]).await).unwrap();
+    let plain = age_decrypt(&keys.age_identity(), &encrypted);
+    assert_eq!(
+        sha256_hex(&std::fs::read(plain).unwrap()),
+        sha256_hex(&good)
+    );
     assert!(!alert_firing(&cfg, "SnapshotInvalid", "snap").await);
     let records = open_store(&cfg).await.snapshots("snap", 10).await.unwrap();
     assert_eq!(records.len(), 2);

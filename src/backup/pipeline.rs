@@ -31,8 +31,9 @@ use super::verify::{self, ArchiveFacts, ChunkReader};
 use super::{BackupError, LOCAL, S3, snapshot_name};
 use crate::vault::VaultSession;
 
-/// Chunks in flight to each blocking thread (a chunk is at most a few hundred KiB).
-const CHANNEL_CHUNKS: usize = 16;
+/// Chunks in flight to each blocking thread (a chunk is at most a few hundred KiB): enough to
+/// smooth the flow, few enough to count for little memory.
+const CHANNEL_CHUNKS: usize = 4;
 
 /// Where a job's snapshots go.
 #[derive(Clone, Default)]

@@ -1,8 +1,9 @@
 //! The S3 destination (AWS or any S3-compatible store): `PREFIX/vault-….snap.age` and its
 //! manifest, through aws-sdk-s3 with the standard AWS credential chain.
 //!
-//! A snapshot of unknown length goes up as a multipart upload, one part at a time; at most two
-//! parts exist in memory (one filling, one uploading), which bounds the memory a snapshot takes.
+//! A snapshot of unknown length goes up as a multipart upload, three parts at a time; at most
+//! four parts exist in memory (one filling, three uploading), which bounds the memory a snapshot
+//! takes whatever its size.
 //! The first part is held back until a second one exists, so a small snapshot becomes one plain
 //! `PutObject` at the end. Nothing is visible in the bucket until [`S3Upload::publish`]: it writes
 //! the manifest, then completes the upload. Every other way out — an error, [`S3Upload::abort`],
@@ -11,7 +12,6 @@
 //! Checksums: the SDK's default CRC32 trailers are turned off (`WhenRequired`), since several
 //! S3-compatible stores reject them; integrity is ours to check (SHA-256 in the manifest).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -19,7 +19,7 @@ use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation}
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::manifest::{self, Manifest};
 use super::{BackupError, S3, manifest_name, manifest_snapshot, parse_snapshot_name};
@@ -27,6 +27,13 @@ use crate::config::S3DestinationConfig;
 
 /// Concurrent manifest reads and deletions while listing or pruning.
 pub const CONCURRENCY: usize = 8;
+
+/// Parts uploading at once. S3 (and S3-compatible stores) take parts in parallel far faster
+/// than one after the other.
+const UPLOADS_IN_FLIGHT: usize = 3;
+/// Part buffers per upload: one filling while the others upload. The memory a snapshot takes is
+/// this many parts.
+pub const PART_BUFFERS: usize = UPLOADS_IN_FLIGHT + 1;
 
 /// One object of ours found under the prefix.
 #[derive(Debug, Clone)]
@@ -250,20 +257,23 @@ impl S3Destination {
     /// thread), the [`S3Upload`] decides its fate.
     pub fn start_upload(&self, name: &str) -> (PartSender, S3Upload) {
         let (tx, rx) = mpsc::channel(1);
+        let (free_tx, free_rx) = mpsc::channel(PART_BUFFERS);
         let (decide_tx, decide_rx) = oneshot::channel();
         let task = UploadTask {
             dest: self.clone(),
             name: name.to_string(),
             upload_id: None,
             parts: Vec::new(),
+            next_part: 0,
+            free: free_tx,
         };
         let handle = tokio::spawn(task.run(rx, decide_rx));
         (
             PartSender {
                 tx,
-                permits: Arc::new(Semaphore::new(2)),
-                buf: Vec::new(),
-                permit: None,
+                free: free_rx,
+                allocated: 0,
+                buf: None,
                 part_size: self.config.part_size,
                 runtime: tokio::runtime::Handle::current(),
             },
@@ -275,19 +285,20 @@ impl S3Destination {
     }
 }
 
-/// A full (or the last) part, with the permit that accounts for its memory.
+/// A full (or the last) part.
 struct Part {
     bytes: Bytes,
-    _permit: OwnedSemaphorePermit,
 }
 
-/// The writing end of an upload, for the blocking encryption thread. Holds at most one part
-/// being filled; a new one starts only when fewer than two parts exist.
+/// The writing end of an upload, for the blocking encryption thread. An upload has
+/// [`PART_BUFFERS`] part buffers, allocated once and passed back and forth (the uploader returns
+/// each after its part is up), so memory stays at that many parts whatever the snapshot's size
+/// and the allocator never sees a churn of large blocks.
 pub struct PartSender {
     tx: mpsc::Sender<Part>,
-    permits: Arc<Semaphore>,
-    buf: Vec<u8>,
-    permit: Option<OwnedSemaphorePermit>,
+    free: mpsc::Receiver<Vec<u8>>,
+    allocated: usize,
+    buf: Option<Vec<u8>>,
     part_size: usize,
     runtime: tokio::runtime::Handle,
 }
@@ -297,46 +308,70 @@ pub struct PartSender {
 pub struct UploadGone;
 
 impl PartSender {
-    /// Appends ciphertext, handing over each full part. Blocks while two parts exist.
+    /// Appends ciphertext, handing over each full part. Blocks while every buffer is in use.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), UploadGone> {
         while !data.is_empty() {
-            if self.permit.is_none() {
-                let permits = self.permits.clone();
-                let tx = self.tx.clone();
-                let permit = self.runtime.block_on(async move {
-                    tokio::select! {
-                        p = permits.acquire_owned() => p.ok(),
-                        _ = tx.closed() => None,
-                    }
-                });
-                self.permit = Some(permit.ok_or(UploadGone)?);
-                self.buf = Vec::with_capacity(self.part_size);
-            }
-            let room = self.part_size - self.buf.len();
+            let buf = match &mut self.buf {
+                Some(b) => b,
+                None => {
+                    let b = self.next_buffer()?;
+                    self.buf.insert(b)
+                }
+            };
+            let room = self.part_size - buf.len();
             let (now, rest) = data.split_at(room.min(data.len()));
-            self.buf.extend_from_slice(now);
+            buf.extend_from_slice(now);
             data = rest;
-            if self.buf.len() == self.part_size {
+            if buf.len() == self.part_size {
                 self.send()?;
             }
         }
         Ok(())
     }
 
+    /// An empty part buffer: one returned by the uploader, a new one while fewer than
+    /// [`PART_BUFFERS`] exist, else waits until the uploader returns one.
+    fn next_buffer(&mut self) -> Result<Vec<u8>, UploadGone> {
+        let returned = match self.free.try_recv() {
+            Ok(b) => Some(b),
+            Err(_) if self.allocated < PART_BUFFERS => None,
+            Err(_) => {
+                let (free, tx) = (&mut self.free, &self.tx);
+                let got = self.runtime.block_on(async {
+                    tokio::select! {
+                        b = free.recv() => b,
+                        _ = tx.closed() => None,
+                    }
+                });
+                Some(got.ok_or(UploadGone)?)
+            }
+        };
+        let mut buf = match returned {
+            Some(b) => b,
+            None => {
+                self.allocated += 1;
+                Vec::new()
+            }
+        };
+        buf.clear();
+        // A buffer the SDK still shared when its part was done comes back empty: allocate.
+        buf.reserve_exact(self.part_size);
+        Ok(buf)
+    }
+
     fn send(&mut self) -> Result<(), UploadGone> {
-        let Some(permit) = self.permit.take() else {
+        let Some(buf) = self.buf.take() else {
             return Ok(());
         };
         let part = Part {
-            bytes: Bytes::from(std::mem::take(&mut self.buf)),
-            _permit: permit,
+            bytes: Bytes::from(buf),
         };
         self.tx.blocking_send(part).map_err(|_| UploadGone)
     }
 
     /// Hands over the last, partial part; the upload then waits for its decision.
     pub fn finish(mut self) -> Result<(), UploadGone> {
-        if !self.buf.is_empty() {
+        if self.buf.as_ref().is_some_and(|b| !b.is_empty()) {
             self.send()?;
         }
         Ok(())
@@ -385,6 +420,10 @@ struct UploadTask {
     name: String,
     upload_id: Option<String>,
     parts: Vec<CompletedPart>,
+    /// Number of the last part started.
+    next_part: i32,
+    /// Where part buffers go back to the sender once uploaded.
+    free: mpsc::Sender<Vec<u8>>,
 }
 
 impl UploadTask {
@@ -396,17 +435,36 @@ impl UploadTask {
         let mut held: Option<Part> = None;
         let mut size = 0u64;
         let received: Result<(), String> = async {
-            while let Some(part) = rx.recv().await {
-                size += part.bytes.len() as u64;
-                if self.upload_id.is_none() {
-                    let Some(first) = held.take() else {
-                        held = Some(part);
-                        continue;
-                    };
-                    self.create().await?;
-                    self.upload(first).await?;
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut open = true;
+            while open || !in_flight.is_empty() {
+                tokio::select! {
+                    part = rx.recv(), if open && in_flight.len() < UPLOADS_IN_FLIGHT => {
+                        let Some(part) = part else {
+                            open = false;
+                            continue;
+                        };
+                        size += part.bytes.len() as u64;
+                        if self.upload_id.is_none() {
+                            let Some(first) = held.take() else {
+                                held = Some(part);
+                                continue;
+                            };
+                            self.create().await?;
+                            in_flight.push(self.upload(first));
+                        }
+                        in_flight.push(self.upload(part));
+                    }
+                    Some(done) = futures::StreamExt::next(&mut in_flight) => {
+                        let (completed, bytes) = done?;
+                        self.parts.push(completed);
+                        // Hand the buffer back for reuse (its request is done, so we should
+                        // hold the only reference; if not, an empty one makes the sender
+                        // allocate).
+                        let buffer = bytes.try_into_mut().map(Vec::from).unwrap_or_default();
+                        let _ = self.free.try_send(buffer);
+                    }
                 }
-                self.upload(part).await?;
             }
             Ok(())
         }
@@ -431,8 +489,8 @@ impl UploadTask {
             self.abort().await;
             return Err(e);
         }
-        let done = match &self.upload_id {
-            Some(id) => self.complete(id).await,
+        let done = match self.upload_id.clone() {
+            Some(id) => self.complete(&id).await,
             None => {
                 let body = held.take().map(|p| p.bytes).unwrap_or_default();
                 self.dest
@@ -474,41 +532,40 @@ impl UploadTask {
         Ok(())
     }
 
-    async fn upload(&mut self, part: Part) -> Result<(), String> {
-        let Some(id) = &self.upload_id else {
-            return Err("no multipart upload".into());
-        };
-        let number = self.parts.len() as i32 + 1;
-        let out = self
+    /// Starts the upload of the next part; the future owns what it needs, so several run at
+    /// once. Resolves to the completed part and its buffer.
+    fn upload(
+        &mut self,
+        part: Part,
+    ) -> impl std::future::Future<Output = Result<(CompletedPart, Bytes), String>> + use<> {
+        self.next_part += 1;
+        let number = self.next_part;
+        let request = self
             .dest
             .client
             .upload_part()
             .bucket(&self.dest.config.bucket)
             .key(self.dest.key(&self.name))
-            .upload_id(id)
+            .set_upload_id(self.upload_id.clone())
             .part_number(number)
-            .body(ByteStream::from(part.bytes))
-            .send()
-            .await
-            .map_err(|e| {
-                sdk(
-                    &format!(
-                        "uploading part {number} of {}",
-                        self.dest.location(&self.name)
-                    ),
-                    e,
-                )
-            })?;
-        self.parts.push(
-            CompletedPart::builder()
+            .body(ByteStream::from(part.bytes.clone()));
+        let location = self.dest.location(&self.name);
+        async move {
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk(&format!("uploading part {number} of {location}"), e))?;
+            let completed = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
-                .build(),
-        );
-        Ok(())
+                .build();
+            Ok((completed, part.bytes))
+        }
     }
 
-    async fn complete(&self, id: &str) -> Result<(), String> {
+    async fn complete(&mut self, id: &str) -> Result<(), String> {
+        // Parts finish in any order; S3 wants them listed in order.
+        self.parts.sort_by_key(|p| p.part_number());
         self.dest
             .client
             .complete_multipart_upload()

@@ -164,7 +164,7 @@ pub struct S3DestinationConfig {
     pub force_path_style: bool,
     pub sse: Option<String>,
     /// `part_size_mib`: size of each multipart-upload part, in bytes. Bounds memory: at most
-    /// two parts are held at once.
+    /// four parts are held at once (three uploading, one filling).
     pub part_size: usize,
 }
 

@@ -67,7 +67,7 @@ pub(crate) mod defaults {
     pub const SNAPSHOT_SCHEDULE: &str = "0 0 * * * *";
     pub const SNAPSHOT_RETAIN: Duration = Duration::from_secs(48 * 3600);
     pub const SNAPSHOT_MIN_KEEP: i64 = 3;
-    pub const S3_PART_SIZE_MIB: i64 = 16;
+    pub const S3_PART_SIZE_MIB: i64 = 6;
     pub const HEALTH_SCHEDULE: &str = "0 * * * * *";
 }
 
@@ -1960,7 +1960,7 @@ fn s3_destination(ctx: &mut Ctx<'_>, s: &Sp<raw::RawS3>) -> S3DestinationConfig 
         v.get_ref().clone()
     });
     // S3 wants parts of at least 5 MiB (but the last); at most 10,000 parts per upload, so the
-    // part size also caps the snapshot size (16 MiB: 156 GiB).
+    // part size also caps the snapshot size (6 MiB: 58 GiB). Memory is four parts.
     let part_size_mib = ctx.int_in(
         &r.part_size_mib,
         "part_size_mib",

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# bench/snapshot.sh - a large raft snapshot through vault-steward to S3, against the deployment
+# guide's shell pipeline, in the same run.
+#
+#   bench/snapshot.sh [SIZE_MIB]      (default 512)
+#
+# Starts its own testbed (separate state dir and ports, so it never disturbs a test run), builds
+# the release binary, and writes a Vault-shaped snapshot archive of SIZE_MIB (random state.bin:
+# a large Vault's data is mostly encrypted values, which do not compress). A small "Vault" in
+# front of the testbed's OpenBao serves that archive as GET sys/storage/raft/snapshot (sendfile)
+# and forwards every other request (login, seal-status) to the real server. Then, each from the
+# same source into the same moto S3:
+#   pipeline       bao operator raft snapshot save → age -e → aws s3 cp   (the guide's cron job)
+#   vault-steward  vault-steward snapshot JOB  (stream → check ∥ age → multipart upload)
+# and vault-steward once more with a 64 MiB archive, to show its memory does not grow with size.
+# Prints wall time for both and the ratio, vault-steward's peak RSS, and the bytes each wrote to
+# disk (getrusage: writes to block devices; vault-steward's state database and TMPDIR sit on
+# tmpfs, so any byte it wrote to disk would be snapshot data). Targets: ratio >= 1.5, peak RSS
+# < 64 MiB, 0 plaintext bytes on disk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-512}
+TARGET_RATIO=1.5
+TARGET_RSS_MIB=64
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/vault-steward/target}
+export VS_TESTBED_DIR=${VS_TESTBED_DIR:-/tmp/vault-steward-bench-snapshot}
+export VS_TESTBED_BAO_PORT=38300 VS_TESTBED_BAO_CLUSTER_PORT=38301 VS_TESTBED_S3_PORT=39300
+export VS_TESTBED_SMTP_PORT=32530 VS_TESTBED_PG_PORT=35433
+VENV=${VS_TESTBED_VENV:-${HOME:-/root}/.cache/vault-steward/venv}
+HELPER=$PWD/bench/snapshot-source.py
+WORK=$(mktemp -d)
+SHM=$(mktemp -d /dev/shm/vault-steward-bench.XXXXXX)
+SOURCE_PID=
+cleanup() {
+  [[ -n $SOURCE_PID ]] && kill "$SOURCE_PID" 2> /dev/null && wait "$SOURCE_PID" 2> /dev/null || true
+  scripts/testbed.sh down > /dev/null 2>&1 || true
+  rm -rf "$WORK" "$SHM"
+}
+trap cleanup EXIT
+
+scripts/testbed.sh install > /dev/null
+scripts/testbed.sh up > /dev/null
+# shellcheck disable=SC1090
+source "$(scripts/testbed.sh env)"
+if [[ -n ${VS_BENCH_BIN:-} ]]; then
+  BIN=$VS_BENCH_BIN # e.g. a debug build, to try the script itself; the figures then mean little
+else
+  echo "building release binary..." >&2
+  cargo build --release --quiet --bin vault-steward
+  BIN=$CARGO_TARGET_DIR/release/vault-steward
+fi
+AWS=$VENV/bin/aws
+BAO=$VS_TEST_BAO_BIN
+ROOT=$(cat "$VS_TEST_VAULT_TOKEN_FILE")
+
+# The age identity both sides encrypt to.
+age-keygen -o "$WORK/identity.txt" 2> /dev/null
+RECIPIENT=$(age-keygen -y "$WORK/identity.txt")
+BUCKET=bench-$RANDOM$RANDOM
+"$AWS" --endpoint-url "$VS_TEST_S3_ENDPOINT" --region us-east-1 s3 mb "s3://$BUCKET" > /dev/null
+
+start_source() { # start_source ARCHIVE: (re)starts the fake Vault serving ARCHIVE
+  [[ -n $SOURCE_PID ]] && kill "$SOURCE_PID" 2> /dev/null && wait "$SOURCE_PID" 2> /dev/null || true
+  rm -f "$WORK/port"
+  python3 "$HELPER" serve "$VS_TEST_VAULT_ADDR" "$1" "$WORK/port" &
+  SOURCE_PID=$!
+  for _ in $(seq 1 100); do [[ -s $WORK/port ]] && break; sleep 0.1; done
+  SOURCE=http://127.0.0.1:$(cat "$WORK/port")
+}
+
+steward_config() { # steward_config DIR: a config whose only destination is S3
+  mkdir -p "$1/jobs"
+  (umask 077; echo "$ROOT" > "$1/token")
+  cat > "$1/steward.toml" << TOML
+[vault]
+address = "$SOURCE"
+[vault.auth]
+method = "token"
+token_file = "$1/token"
+[state]
+url = "sqlite://$SHM/$(basename "$1").db"
+[http]
+listen = "127.0.0.1:0"
+[jobs]
+dir = "jobs"
+[engine]
+job_timeout = "1h"
+TOML
+  cat > "$1/jobs/bench.toml" << TOML
+[[job]]
+name = "bench"
+kind = "raft-snapshot"
+recipients = ["$RECIPIENT"]
+[job.s3]
+bucket = "$BUCKET"
+prefix = "steward-$(basename "$1")"
+region = "us-east-1"
+endpoint = "$VS_TEST_S3_ENDPOINT"
+force_path_style = true
+TOML
+}
+
+measure() { python3 "$HELPER" measure "$@"; }
+# vault-steward's temp files (SQLite's, if any) go to tmpfs too, so that any disk write it makes
+# could only be snapshot data.
+# Its log goes there as well (a log line written to a file on disk would count as a disk write).
+steward() { TMPDIR=$SHM VAULT_STEWARD_LOG=warn measure "$@" 2>> "$SHM/steward.log"; }
+
+echo "writing a ${SIZE_MIB} MiB snapshot archive..." >&2
+python3 "$HELPER" archive "$WORK/source.snap" "$SIZE_MIB"
+ARCHIVE_BYTES=$(stat -c %s "$WORK/source.snap")
+start_source "$WORK/source.snap"
+
+# --- the guide's pipeline ------------------------------------------------------------------------
+echo "pipeline: bao operator raft snapshot save | age -e | aws s3 cp ..." >&2
+mkdir -p "$WORK/pipe"
+DATE=$(date -u +%Y%m%d-%H%M%S)
+SNAP=$WORK/pipe/vault-$DATE.snap
+BAO_ADDR=$SOURCE BAO_TOKEN=$ROOT measure "$WORK/p1.json" -- "$BAO" operator raft snapshot save "$SNAP"
+measure "$WORK/p2.json" -- age -e -r "$RECIPIENT" -o "$SNAP.age" "$SNAP"
+measure "$WORK/p3.json" -- "$AWS" --endpoint-url "$VS_TEST_S3_ENDPOINT" --region us-east-1 --only-show-errors \
+  s3 cp "$SNAP.age" "s3://$BUCKET/pipeline/"
+
+# --- vault-steward ---------------------------------------------------------------------------------
+echo "vault-steward: snapshot ..." >&2
+steward_config "$WORK/big"
+steward "$WORK/s1.json" -- "$BIN" --config "$WORK/big/steward.toml" snapshot bench > /dev/null \
+  || { cat "$SHM/steward.log" >&2; exit 1; }
+# Check what landed: the object decrypts to the very archive the source served.
+KEY=$("$AWS" --endpoint-url "$VS_TEST_S3_ENDPOINT" --region us-east-1 s3 ls "s3://$BUCKET/steward-big/" \
+  | awk '/\.snap\.age$/ {print $4}')
+[[ -n $KEY ]] || { echo "vault-steward published no snapshot" >&2; exit 1; }
+"$AWS" --endpoint-url "$VS_TEST_S3_ENDPOINT" --region us-east-1 s3 cp "s3://$BUCKET/steward-big/$KEY" - \
+  | age -d -i "$WORK/identity.txt" | sha256sum | cut -d' ' -f1 > "$WORK/landed.sha"
+sha256sum "$WORK/source.snap" | cut -d' ' -f1 > "$WORK/source.sha"
+cmp -s "$WORK/landed.sha" "$WORK/source.sha" || { echo "the uploaded snapshot does not decrypt to the source archive" >&2; exit 1; }
+
+# getrusage counts any page the process dirtied on a block device; to name the files, run the
+# same snapshot once more under strace and add up every write to a regular file that is not on
+# tmpfs (sockets, pipes, eventfds and $SHM excluded): that is the most plaintext it could have
+# put on disk.
+echo "vault-steward: the same snapshot under strace, to list every file it writes ..." >&2
+command -v strace > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q strace > /dev/null
+steward_config "$WORK/traced"
+# -ff: one log per thread, so no call is split into "unfinished" and "resumed" halves.
+TMPDIR=$SHM VAULT_STEWARD_LOG=warn strace -ff -y -qq -o "$SHM/strace" \
+  -e trace=write,pwrite64,writev,pwritev,pwritev2,sendfile,splice,copy_file_range,openat,creat,rename \
+  "$BIN" --config "$WORK/traced/steward.toml" snapshot bench > /dev/null 2>> "$SHM/steward.log"
+python3 - "$SHM" > "$WORK/traced.json" << 'PY'
+import glob, json, re, sys
+shm = sys.argv[1]
+skip = ("socket:", "pipe:", "anon_inode:", "/dev/null", "/dev/pts", shm)
+write = re.compile(r"^(write|pwrite64|writev|pwritev2?|sendfile|splice|copy_file_range)\((\d+)<([^>]*)>.*= (\d+)$")
+opened = re.compile(r'^(openat|creat)\(.*"([^"]+)", ([A-Z_|]+).*= \d+')
+files, written = set(), 0
+for line in (l for f in glob.glob(shm + "/strace.*") for l in open(f)):
+    m = write.match(line.strip())
+    if m and not m.group(3).startswith(skip):
+        files.add(m.group(3))
+        written += int(m.group(4))
+    m = opened.match(line.strip())
+    if m and ("O_WRONLY" in m.group(3) or "O_RDWR" in m.group(3) or "O_CREAT" in m.group(3)) \
+            and not m.group(2).startswith(skip):
+        files.add(m.group(2))
+print(json.dumps({"files": sorted(files), "bytes": written}))
+PY
+
+echo "vault-steward: a 64 MiB snapshot, for memory vs size ..." >&2
+python3 "$HELPER" archive "$WORK/small.snap" 64
+start_source "$WORK/small.snap"
+steward_config "$WORK/small"
+steward "$WORK/s2.json" -- "$BIN" --config "$WORK/small/steward.toml" snapshot bench > /dev/null \
+  || { cat "$SHM/steward.log" >&2; exit 1; }
+
+python3 - "$WORK" "$ARCHIVE_BYTES" "$TARGET_RATIO" "$TARGET_RSS_MIB" "$SIZE_MIB" << 'PY'
+import json, sys
+work, size, tratio, trss, size_mib = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+load = lambda n: json.load(open(f"{work}/{n}.json"))
+p = [load(n) for n in ("p1", "p2", "p3")]
+s, small = load("s1"), load("s2")
+for r in p + [s, small]:
+    assert r["rc"] == 0, r
+pipe_wall = sum(r["wall_s"] for r in p)
+ratio = pipe_wall / s["wall_s"]
+rss = s["max_rss_kib"] / 1024
+rss_small = small["max_rss_kib"] / 1024
+mib = lambda b: b / 1048576
+print(f"raft snapshot of {mib(size):.0f} MiB ({size} bytes), S3 = moto, same source and bucket")
+print(f"{'':34}{'wall (s)':>10}{'peak RSS (MiB)':>16}{'disk writes (MiB)':>19}")
+names = ["pipeline: bao snapshot save", "pipeline: age -e", "pipeline: aws s3 cp"]
+for n, r in zip(names, p):
+    print(f"{n:34}{r['wall_s']:>10.2f}{r['max_rss_kib']/1024:>16.1f}{mib(r['disk_write_bytes']):>19.1f}")
+print(f"{'pipeline total':34}{pipe_wall:>10.2f}{'':>16}{mib(sum(r['disk_write_bytes'] for r in p)):>19.1f}")
+print(f"{'vault-steward snapshot':34}{s['wall_s']:>10.2f}{rss:>16.1f}{mib(s['disk_write_bytes']):>19.1f}")
+print(f"{'vault-steward, 64 MiB snapshot':34}{small['wall_s']:>10.2f}{rss_small:>16.1f}{mib(small['disk_write_bytes']):>19.1f}")
+print()
+print(f"{'metric':44}{'value':>10}{'target':>10}  met")
+print(f"{'speed-up (pipeline wall / vault-steward wall)':44}{ratio:>10.2f}{'>= ' + str(tratio):>10}  {'yes' if ratio >= tratio else 'NO'}")
+print(f"{'vault-steward peak RSS (MiB)':44}{rss:>10.1f}{'< ' + str(int(trss)):>10}  {'yes' if rss < trss else 'NO'}")
+print(f"{'  same, 64 MiB snapshot (MiB)':44}{rss_small:>10.1f}{'':>10}")
+traced = json.load(open(f"{work}/traced.json"))
+plain = traced["bytes"]
+print(f"{'vault-steward bytes written to files on disk':44}{plain:>10}{'0':>10}  {'yes' if plain == 0 else 'NO'}")
+print(f"{'  (so plaintext bytes on disk; files: ' + (', '.join(traced['files']) or 'none') + ')':44}")
+print(f"{'vault-steward pages dirtied on disk (getrusage)':44}{s['disk_write_bytes']:>10}")
+print(f"{'pipeline plaintext bytes on disk':44}{size:>10}")
+PY
