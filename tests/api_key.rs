@@ -16,22 +16,6 @@ use common::vault::RootVault;
 use common::{unique, wait_until};
 use vault_steward::store::{AlertStatus, Store};
 
-async fn scoped_token(vault: &RootVault, prefix: &str) -> String {
-    let policy = unique("steward");
-    vault
-        .put_policy(
-            &policy,
-            &format!(
-                r#"
-path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
-path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
-"#
-            ),
-        )
-        .await;
-    vault.create_token(&[&policy], "1h").await
-}
-
 fn api_key_job(name: &str, path: &str, every: &str, extra: &str) -> String {
     format!(
         r#"[[job]]
@@ -79,7 +63,7 @@ async fn a_version_written_by_hand_between_read_and_write_is_not_overwritten() {
         )
         .await;
     record_canaries(["cas-old-value-0001"]);
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let cfg = DaemonConfig::new(&token, &api_key_job("cas", &path, "1h", ""));
     let fp_dir = tempfile::tempdir().unwrap();
     let fp_dir_s = fp_dir.path().to_str().unwrap().to_string();
@@ -152,7 +136,7 @@ async fn a_restart_mid_interval_does_not_rotate_early_but_rotate_does_at_once() 
     let vault = RootVault::new();
     let prefix = unique("midway");
     let path = format!("secret/{prefix}/api-key");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let cfg = DaemonConfig::new(&token, &api_key_job("mid", &path, "12s", ""));
     let mut d = cfg.start(&[]);
     d.ready().await;
@@ -202,7 +186,7 @@ async fn a_due_rotation_outside_its_window_waits_for_it() {
     let vault = RootVault::new();
     let prefix = unique("window");
     let path = format!("secret/{prefix}/api-key");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     // The window opens at one second of each minute, about 8 s from now.
     let opens = chrono::Utc::now() + chrono::Duration::seconds(8);
     let second = opens.second();
@@ -299,7 +283,7 @@ async fn on_rotate_hook_is_told_without_the_secret_and_retried_after_failures() 
     let vault = RootVault::new();
     let prefix = unique("hook");
     let path = format!("secret/{prefix}/api-key");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let rx = receiver().await;
     let cfg = DaemonConfig::new(
         &token,

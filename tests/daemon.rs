@@ -10,23 +10,6 @@ use common::daemon::{DaemonConfig, record_canaries};
 use common::vault::RootVault;
 use common::{unique, wait_until};
 
-/// A token whose policy covers only `secret/<prefix>/*`.
-async fn scoped_token(vault: &RootVault, prefix: &str) -> String {
-    let policy = unique("steward");
-    vault
-        .put_policy(
-            &policy,
-            &format!(
-                r#"
-path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
-path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
-"#
-            ),
-        )
-        .await;
-    vault.create_token(&[&policy], "1h").await
-}
-
 fn api_key_job(name: &str, path: &str, every: &str) -> String {
     format!(
         r#"[[job]]
@@ -56,7 +39,7 @@ async fn rotates_every_interval_with_metadata_and_readable_history() {
     let vault = RootVault::new();
     let prefix = unique("rot");
     let path = format!("secret/{prefix}/api-key");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let cfg = DaemonConfig::new(&token, &api_key_job("k1", &path, "3s"));
     let mut d = cfg.start(&[]);
     d.ready().await;
@@ -117,7 +100,7 @@ async fn fresh_secret_is_adopted_not_rotated_and_status_shows_next_due() {
         .await;
     record_canaries(["hand-written-fresh-value-1"]);
     let created = vault.kv_get(&path).await.expect("seeded").created_time;
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let cfg = DaemonConfig::new(&token, &api_key_job("fresh", &path, "30d"));
     let mut d = cfg.start(&[]);
     d.ready().await;
@@ -184,7 +167,7 @@ async fn killed_between_write_and_record_the_restart_does_not_rotate_again() {
         )
         .await;
     record_canaries(["old-value-before-crash"]);
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     // Due at once (`every` is shorter than the secret's age by the time the daemon starts).
     let cfg = DaemonConfig::new(&token, &api_key_job("crash", &path, "1s"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -226,7 +209,7 @@ async fn sigkill_while_due_then_restart_rotates_exactly_once() {
     let vault = RootVault::new();
     let prefix = unique("kill");
     let path = format!("secret/{prefix}/api-key");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let cfg = DaemonConfig::new(&token, &api_key_job("kill", &path, "3s"));
     let mut d = cfg.start(&[]);
     d.ready().await;
@@ -259,7 +242,7 @@ async fn metrics_pass_promtool_and_health_endpoints_answer() {
     let vault = RootVault::new();
     let prefix = unique("metrics");
     let path = format!("secret/{prefix}/api-key");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let cfg = DaemonConfig::new(&token, &api_key_job("m1", &path, "30d"));
     let mut d = cfg.start(&[]);
     d.ready().await;
@@ -358,7 +341,7 @@ fn metric_value(text: &str, series: &str) -> f64 {
 async fn tells_systemd_ready_watchdog_and_stopping() {
     let vault = RootVault::new();
     let prefix = unique("notify");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let cfg = DaemonConfig::new(
         &token,
         &api_key_job("n1", &format!("secret/{prefix}/api-key"), "30d"),
@@ -410,7 +393,7 @@ async fn recv_until(sock: &tokio::net::UnixDatagram, want: &str, seen: &mut Vec<
 async fn a_second_daemon_on_the_same_sqlite_file_exits_2_naming_it() {
     let vault = RootVault::new();
     let prefix = unique("twice");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let job = api_key_job("t1", &format!("secret/{prefix}/api-key"), "30d");
     let first = DaemonConfig::new(&token, &job);
     let mut d1 = first.start(&[]);

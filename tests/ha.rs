@@ -74,22 +74,6 @@ fn start(cfg: &DaemonConfig, password: &str, extra: &[(&str, &str)]) -> Daemon {
     cfg.start(&env)
 }
 
-async fn scoped_token(vault: &RootVault, prefix: &str) -> String {
-    let policy = unique("ha");
-    vault
-        .put_policy(
-            &policy,
-            &format!(
-                r#"
-path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
-path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
-"#
-            ),
-        )
-        .await;
-    vault.create_token(&[&policy], "1h").await
-}
-
 fn api_key_jobs(prefix: &str, n: usize, every: &str) -> String {
     (0..n)
         .map(|i| {
@@ -195,7 +179,7 @@ async fn three_instances_rotate_every_secret_exactly_once() {
     let jobs = 3;
     let vault = RootVault::new();
     let prefix = unique("ha1");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let (url, password, admin) = fresh_db().await;
     // KV v2 keeps 10 versions by default; five minutes make ~30 and each one is checked.
     for i in 0..jobs {
@@ -269,7 +253,7 @@ async fn three_instances_rotate_every_secret_exactly_once() {
 async fn leader_killed_mid_rotation_standby_completes_it() {
     let vault = RootVault::new();
     let prefix = unique("ha2");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let (url, password, admin) = fresh_db().await;
     let path = format!("secret/{prefix}/k0");
     vault
@@ -420,7 +404,7 @@ impl Drop for Proxy {
 async fn leader_cut_from_postgres_stops_and_its_old_token_is_refused() {
     let vault = RootVault::new();
     let prefix = unique("ha3");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let (url, password, admin) = fresh_db().await;
     let pg = url::Url::parse(&url).expect("url");
     let proxy = Proxy::start(format!("127.0.0.1:{}", pg.port().unwrap_or(5432))).await;
@@ -509,7 +493,7 @@ async fn leader_cut_from_postgres_stops_and_its_old_token_is_refused() {
 async fn sigstop_longer_than_the_lease_gives_no_double_rotation() {
     let vault = RootVault::new();
     let prefix = unique("ha4");
-    let token = scoped_token(&vault, &prefix).await;
+    let token = vault.scoped_token(&prefix).await;
     let (url, password, admin) = fresh_db().await;
     let every = Duration::from_secs(3);
     let jobs = api_key_jobs(&prefix, 3, "3s");

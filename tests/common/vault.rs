@@ -147,6 +147,22 @@ impl RootVault {
         );
     }
 
+    /// A token (1h) whose fresh policy allows create/read/update on `secret/<prefix>/*` only.
+    pub async fn scoped_token(&self, prefix: &str) -> String {
+        let policy = super::unique("steward");
+        self.put_policy(
+            &policy,
+            &format!(
+                r#"
+path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
+path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
+"#
+            ),
+        )
+        .await;
+        self.create_token(&[&policy], "1h").await
+    }
+
     /// Creates a token with these policies and TTL (e.g. "1h"); returns it.
     pub async fn create_token(&self, policies: &[&str], ttl: &str) -> String {
         self.token(json!({ "policies": policies, "ttl": ttl }))
