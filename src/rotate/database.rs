@@ -538,6 +538,9 @@ impl<E: DbEngine> DatabaseRotator<E> {
                         }
                     }
                     protocol::done(STEP_APPLY);
+                    // The riskiest moment (with `single`, KV's password is already refused):
+                    // tests/ha.rs holds a leader here and SIGKILLs it.
+                    crate::failpoint::pause("rotation-apply-done").await;
                     rotation.detail.restore = true;
                     proto.advance(&mut rotation, STEP_TEST).await?;
                 }

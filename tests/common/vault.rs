@@ -149,6 +149,12 @@ impl RootVault {
 
     /// A token (1h) whose fresh policy allows create/read/update on `secret/<prefix>/*` only.
     pub async fn scoped_token(&self, prefix: &str) -> String {
+        self.scoped_token_with(prefix, "").await
+    }
+
+    /// As [`scoped_token`](Self::scoped_token), with `extra_hcl` added to the policy (e.g.
+    /// `read` on `sys/storage/raft/snapshot`).
+    pub async fn scoped_token_with(&self, prefix: &str, extra_hcl: &str) -> String {
         let policy = super::unique("steward");
         self.put_policy(
             &policy,
@@ -156,6 +162,7 @@ impl RootVault {
                 r#"
 path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
 path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}
+{extra_hcl}
 "#
             ),
         )
