@@ -86,11 +86,14 @@ bao kv put -mount=secret service/billing/credentials api_key=initial-billing-key
 
 say "creating the PostgreSQL role orders_app and its admin login in Vault"
 ORDERS_PW=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
-# SQL on stdin, so that no password shows on a command line
-"$PSQL" -q -v ON_ERROR_STOP=1 "$VS_TEST_PG_URL" > /dev/null << SQL
+# postgres://USER:PASSWORD@HOST:PORT/DB (the testbed's password is hex). The password goes in the
+# environment and the SQL on stdin, so that no password shows on a command line.
+PG_PW=${VS_TEST_PG_URL#postgres://*:}
+PG_PW=${PG_PW%%@*}
+PGPASSWORD=$PG_PW "$PSQL" -q -v ON_ERROR_STOP=1 "${VS_TEST_PG_URL/:$PG_PW@/@}" > /dev/null << SQL
 CREATE ROLE orders_app LOGIN PASSWORD '$ORDERS_PW';
 SQL
-unset ORDERS_PW
+unset ORDERS_PW PG_PW
 # The admin login vault-steward uses for ALTER ROLE (here the demo cluster's superuser). Given to
 # bao on stdin, so that the password does not show on a command line.
 printf '{"url": "%s"}' "$VS_TEST_PG_URL" | bao kv put -mount=secret database/orders-admin - > /dev/null

@@ -413,11 +413,16 @@ url = "{hook}"
         let failed = runs.iter().find(|r| r.outcome == Some(RunOutcome::Failure));
         assert!(failed.is_none(), "job {name} failed: {failed:?}");
     }
-    assert!(
-        store.firing_alerts().await.expect("alerts").is_empty(),
-        "alerts fired: {:?}",
-        store.firing_alerts().await
-    );
+    // No alert but RotationOverdue, which a 2 s `every` may raise for a moment between two
+    // rotations (it fires a tenth of `every` after the secret is due).
+    let firing: Vec<_> = store
+        .firing_alerts()
+        .await
+        .expect("alerts")
+        .into_iter()
+        .filter(|a| a.name != "RotationOverdue")
+        .collect();
+    assert!(firing.is_empty(), "alerts fired: {firing:?}");
 
     // The new database passwords log in (and the rotations went where the examples say).
     for (path, url) in [
