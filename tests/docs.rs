@@ -1,6 +1,7 @@
 //! The operator docs cannot drift from the binary: every `vault-steward …` command written in
 //! README.md and docs/operations.md names a subcommand that exists, and each `--flag` it uses is
-//! one that subcommand accepts (checked against its real `--help`).
+//! one that subcommand accepts (checked against its real `--help`); and every repository file
+//! they name (the Vault policy, scripts, example configs) exists.
 
 mod common;
 
@@ -99,4 +100,63 @@ fn every_documented_command_and_flag_exists() {
         }
     }
     assert!(checked >= 10, "only {checked} documented commands found");
+}
+
+/// Repository files the operator docs name (`config/vault/vault-steward-policy.hcl`,
+/// `scripts/demo.sh`, …): paths that start at the repository root, not globs.
+fn named_files(text: &str) -> Vec<String> {
+    const ROOTS: [&str; 9] = [
+        "config/",
+        "jobs/",
+        "scripts/",
+        "systemd/",
+        "docs/",
+        "bench/",
+        "tests/",
+        "migrations/",
+        "src/",
+    ];
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    for (i, _) in text.char_indices() {
+        // Part of a longer path (/etc/systemd/…, ../shared/docs/…) or of a word: not ours.
+        if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || b"/._-".contains(&bytes[i - 1])) {
+            continue;
+        }
+        if !ROOTS.iter().any(|r| text[i..].starts_with(r)) {
+            continue;
+        }
+        let len = text[i..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "/._-*".contains(c)))
+            .unwrap_or(text.len() - i);
+        let path = text[i..i + len].trim_end_matches('.');
+        let is_file = path
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.contains('.') && !name.contains('*'));
+        if is_file {
+            found.push(path.to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn every_file_the_docs_name_exists() {
+    let mut checked = 0;
+    for file in ["README.md", "docs/operations.md"] {
+        let text = std::fs::read_to_string(repo_path(file)).unwrap();
+        for path in named_files(&text) {
+            assert!(
+                repo_path(&path).is_file(),
+                "{file} names {path}, which does not exist"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        named_files("see `config/vault/vault-steward-policy.hcl`, /etc/systemd/system/x.service")
+            == ["config/vault/vault-steward-policy.hcl"]
+    );
+    assert!(checked >= 10, "only {checked} named files found");
 }

@@ -1017,6 +1017,59 @@ async fn s3_unreachable_fails_the_run_keeps_the_local_copy_and_recovers() {
     assert!(!alert_firing(&cfg, "JobFailing", "snap").await);
 }
 
+/// A token Vault refuses the snapshot to fails the run at once with a clear error, also with an
+/// S3 destination (whose upload task must be let go before it is aborted), and leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_snapshot_fails_at_once_and_leaves_nothing() {
+    let vault = RootVault::new();
+    let keys = Keys::new();
+    let policy = unique("nosnap");
+    vault
+        .put_policy(
+            &policy,
+            r#"path "sys/storage/raft/snapshot" { capabilities = ["list"] }"#,
+        )
+        .await;
+    let token = vault.create_token(&[&policy], "1h").await;
+    let client = s3::client().await;
+    let bucket = s3::bucket(&client).await;
+    let local = tempfile::tempdir().expect("tempdir");
+    let target = S3Target {
+        endpoint: &env("VS_TEST_S3_ENDPOINT"),
+        bucket: &bucket,
+        prefix: "vault",
+    };
+    let cfg = DaemonConfig::new(
+        &token,
+        &job_toml(
+            "snap",
+            &keys,
+            Some(&target),
+            Some(local.path()),
+            "timeout = \"2m\"",
+        ),
+    );
+    let started = std::time::Instant::now();
+    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+    assert!(!status.success(), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}: {stderr}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("permission denied on sys/storage/raft/snapshot"),
+        "{stderr}"
+    );
+    assert!(s3::keys(&client, &bucket, "").await.is_empty());
+    assert!(s3::open_uploads(&client, &bucket, "").await.is_empty());
+    assert!(
+        files_in(local.path()).is_empty(),
+        "{:?}",
+        files_in(local.path())
+    );
+}
+
 // ---- the daemon ------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]

@@ -113,6 +113,10 @@ pub async fn take(
     let mut stream = match source::open(vault).await {
         Ok(s) => s,
         Err(e) => {
+            // The upload task reads parts until their sender is gone: drop it first, or the
+            // abort waits forever (a refused snapshot request hung the run until its timeout).
+            drop(parts);
+            drop(local_sink);
             abort(upload.take()).await;
             return Err(e);
         }
