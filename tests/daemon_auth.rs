@@ -79,11 +79,13 @@ path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"]
     d.ready().await;
 
     // Three max TTLs (each token dies after 6 s at the latest): rotations continue all along.
+    // A version is due 2 s after the last one and the engine ticks on whole seconds, so one
+    // rotation comes every 2-3 s: at least 5 in 18 s whatever the phase.
     let start = vault.current_version(&path).await;
     tokio::time::sleep(Duration::from_secs(18)).await;
     let after_ttls = vault.current_version(&path).await;
     assert!(
-        after_ttls >= start + 6,
+        after_ttls >= start + 5,
         "only {start} -> {after_ttls} versions in 18 s"
     );
     assert_eq!(failures(&d.metrics().await, "auth"), 0, "{}", d.log());
