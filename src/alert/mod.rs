@@ -18,7 +18,8 @@ pub mod outbox;
 pub mod sink;
 pub mod webhook;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -73,6 +74,19 @@ pub struct Incidents {
     repeat_interval: Duration,
     /// Every configured sink's name.
     sinks: Vec<String>,
+    /// Which alerts fire, as far as this process knows: see [`Incidents::load_firing`].
+    known: Mutex<KnownFiring>,
+}
+
+/// The fingerprints of the firing alerts, kept so that resolving an alert that does not fire —
+/// every successful run resolves its `JobFailing`, every clean rotation its `ConcurrentWrite` —
+/// costs no store lookup. `None` until loaded: every signal is then looked up.
+#[derive(Debug, Default)]
+struct KnownFiring {
+    firing: Option<HashSet<String>>,
+    /// Bumped at every change this process makes, so that a reload that read the store before
+    /// a change does not overwrite it.
+    changes: u64,
 }
 
 impl Incidents {
@@ -81,6 +95,57 @@ impl Incidents {
             store,
             repeat_interval,
             sinks,
+            known: Mutex::new(KnownFiring::default()),
+        }
+    }
+
+    fn known(&self) -> MutexGuard<'_, KnownFiring> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads which alerts fire from the store; from then on a signal that resolves an alert not
+    /// known to fire is dropped without a lookup. This process's own changes are tracked as they
+    /// happen; alerts raised by another process (a CLI `rotate`, another instance) are seen at
+    /// the next load, which the daemon's alert watch does at every look.
+    pub async fn load_firing(&self) -> Result<(), StoreError> {
+        self.known_before(self.store.firing_alerts())
+            .await
+            .map(drop)
+    }
+
+    /// Runs `read` (a read of the firing alerts) and takes its answer as what fires, unless this
+    /// process changed an alert meanwhile; returns the answer.
+    async fn known_before(
+        &self,
+        read: impl Future<Output = Result<Vec<AlertRecord>, StoreError>>,
+    ) -> Result<Vec<AlertRecord>, StoreError> {
+        let before = self.known().changes;
+        let alerts = read.await?;
+        let mut known = self.known();
+        if known.changes == before {
+            known.firing = Some(alerts.iter().map(|a| a.fingerprint.clone()).collect());
+        }
+        Ok(alerts)
+    }
+
+    /// Whether the alert `fp` is surely not firing (known, and not in the firing set).
+    fn surely_resolved(&self, fp: &str) -> bool {
+        self.known()
+            .firing
+            .as_ref()
+            .is_some_and(|set| !set.contains(fp))
+    }
+
+    /// Notes a change this process wrote to the store.
+    fn note(&self, fp: &str, firing: bool) {
+        let mut known = self.known();
+        known.changes += 1;
+        if let Some(set) = known.firing.as_mut() {
+            if firing {
+                set.insert(fp.to_string());
+            } else {
+                set.remove(fp);
+            }
         }
     }
 
@@ -111,6 +176,10 @@ impl Incidents {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let fp = fingerprint(seen.name, job);
+        if !seen.firing && self.surely_resolved(&fp) {
+            // Nothing to resolve; the lookup below would come to the same.
+            return Ok(false);
+        }
         let existing = self.store.alert(&fp).await?;
         let firing_now = existing
             .as_ref()
@@ -155,6 +224,7 @@ impl Incidents {
             },
         };
         self.store.upsert_alert(&record).await?;
+        self.note(&fp, seen.firing);
         let Some(kind) = kind else {
             return Ok(false);
         };
@@ -186,7 +256,8 @@ impl Incidents {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let mut repeated = 0;
-        for mut alert in self.store.firing_alerts().await? {
+        // The same read refreshes what this process knows to fire.
+        for mut alert in self.known_before(self.store.firing_alerts()).await? {
             if !self.repeat_due(alert.last_notified_at, now) {
                 continue;
             }

@@ -110,8 +110,11 @@ impl SqliteStore {
                     .filename(&path)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    // FULL: a recorded rotation step must survive a power cut, not just a crash.
-                    .synchronous(SqliteSynchronous::Full)
+                    // NORMAL (with WAL): a commit survives the process's crash (`kill -9`), and
+                    // the database is never corrupted; a power cut or kernel crash may lose the
+                    // newest commits. FULL would wait for the disk at every commit, which bounds a
+                    // sweep of thousands of due jobs; see the README.
+                    .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(BUSY_TIMEOUT);
                 let pool_options = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
                 (options, pool_options, Some(path), lock)
