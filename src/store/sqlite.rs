@@ -112,8 +112,9 @@ impl SqliteStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     // NORMAL (with WAL): a commit survives the process's crash (`kill -9`), and
                     // the database is never corrupted; a power cut or kernel crash may lose the
-                    // newest commits. FULL would wait for the disk at every commit, which bounds a
-                    // sweep of thousands of due jobs; see the README.
+                    // newest commits. FULL at every commit would bound a sweep of thousands of
+                    // due jobs by the disk; a database rotation's steps still commit with FULL
+                    // (`power_safe` in `queries`). See the README.
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(BUSY_TIMEOUT);
                 let pool_options = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
@@ -128,7 +129,12 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, backend = "sqlite", claim_lock = "");
+impl_store!(
+    SqliteStore,
+    backend = "sqlite",
+    claim_lock = "",
+    power_safe = ("PRAGMA synchronous = FULL", "PRAGMA synchronous = NORMAL")
+);
 
 fn parse_url(url: &str) -> Result<Location, StoreError> {
     let rest = url
