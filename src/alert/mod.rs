@@ -80,7 +80,8 @@ pub struct Incidents {
 
 /// The fingerprints of the firing alerts, kept so that resolving an alert that does not fire —
 /// every successful run resolves its `JobFailing`, every clean rotation its `ConcurrentWrite` —
-/// costs no store lookup. `None` until loaded: every signal is then looked up.
+/// costs no store lookup. `None` until loaded: every signal is then looked up, as is every
+/// signal not applied with `known`.
 #[derive(Debug, Default)]
 struct KnownFiring {
     firing: Option<HashSet<String>>,
@@ -103,18 +104,24 @@ impl Incidents {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Loads which alerts fire from the store; from then on a signal that resolves an alert not
-    /// known to fire is dropped without a lookup. This process's own changes are tracked as they
-    /// happen; alerts raised by another process (a CLI `rotate`, another instance) are seen at
-    /// the next load, which the daemon's alert watch does at every look.
+    /// Loads which alerts fire from the store, for [`Incidents::apply_known`]. This process's
+    /// own changes are tracked as they happen; alerts raised by another process (a CLI `rotate`,
+    /// another instance) are seen at the next load, so callers pass `known` only when no other
+    /// process can have touched the job's alerts since (the engine checks the job's state).
     pub async fn load_firing(&self) -> Result<(), StoreError> {
         self.known_before(self.store.firing_alerts())
             .await
             .map(drop)
     }
 
-    /// Runs `read` (a read of the firing alerts) and takes its answer as what fires, unless this
-    /// process changed an alert meanwhile; returns the answer.
+    /// Forgets what fires: every signal is looked up until the next load.
+    pub fn forget_firing(&self) {
+        self.known().firing = None;
+    }
+
+    /// Runs `read` (a read of the firing alerts) and takes its answer as what fires; if this
+    /// process changed an alert meanwhile, the answer may be stale and nothing is trusted until
+    /// the next load. Returns the answer.
     async fn known_before(
         &self,
         read: impl Future<Output = Result<Vec<AlertRecord>, StoreError>>,
@@ -122,9 +129,8 @@ impl Incidents {
         let before = self.known().changes;
         let alerts = read.await?;
         let mut known = self.known();
-        if known.changes == before {
-            known.firing = Some(alerts.iter().map(|a| a.fingerprint.clone()).collect());
-        }
+        known.firing = (known.changes == before)
+            .then(|| alerts.iter().map(|a| a.fingerprint.clone()).collect());
         Ok(alerts)
     }
 
@@ -158,6 +164,20 @@ impl Incidents {
         routes: Routes<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.apply_known(job, signal, routes, now, false).await
+    }
+
+    /// [`Incidents::apply`]; with `known`, the caller vouches that no other process changed
+    /// this job's alerts since what fires was last loaded (see [`Incidents::load_firing`]), so a
+    /// signal resolving an alert not known to fire is dropped without a store lookup.
+    pub async fn apply_known(
+        &self,
+        job: &str,
+        signal: &AlertSignal,
+        routes: Routes<'_>,
+        now: DateTime<Utc>,
+        known: bool,
+    ) -> Result<bool, StoreError> {
         let seen = Observed {
             name: signal.name,
             firing: signal.firing,
@@ -165,7 +185,7 @@ impl Incidents {
             summary: &signal.summary,
             details: signal.details.to_string(),
         };
-        self.observe(job, &seen, routes, now).await
+        self.observe(job, &seen, routes, now, known).await
     }
 
     async fn observe(
@@ -174,9 +194,10 @@ impl Incidents {
         seen: &Observed<'_>,
         routes: Routes<'_>,
         now: DateTime<Utc>,
+        known: bool,
     ) -> Result<bool, StoreError> {
         let fp = fingerprint(seen.name, job);
-        if !seen.firing && self.surely_resolved(&fp) {
+        if known && !seen.firing && self.surely_resolved(&fp) {
             // Nothing to resolve; the lookup below would come to the same.
             return Ok(false);
         }
@@ -296,7 +317,7 @@ impl Incidents {
                 details: serde_json::json!({ "reason": "job removed from the configuration" })
                     .to_string(),
             };
-            self.observe(&alert.job, &seen, None, now).await?;
+            self.observe(&alert.job, &seen, None, now, false).await?;
             resolved += 1;
         }
         Ok(resolved)

@@ -162,9 +162,10 @@ impl Engine {
         for run in &closed {
             tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, "a run was interrupted by the previous process's death; rolling forward");
         }
-        self.incidents.load_firing().await?;
         let mark = self.states().mark();
         let all_states = self.store.job_states().await?;
+        // After the states, as in `refresh_states`.
+        self.incidents.load_firing().await?;
         let states = by_job(&all_states);
         let now = Utc::now();
         for job in &self.jobs {
@@ -324,7 +325,15 @@ impl Engine {
             states.mark()
         };
         match self.store.job_states().await {
-            Ok(read) => self.states().load(read, mark, at),
+            Ok(read) => {
+                // After the states: an alert another process raised is committed before the
+                // state of its run, so a state read here comes with its alerts.
+                if let Err(e) = self.incidents.load_firing().await {
+                    tracing::warn!(error = %e, "state store unavailable; alerts looked up one by one");
+                    self.incidents.forget_firing();
+                }
+                self.states().load(read, mark, at)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "state store unavailable; judging due jobs on the states last read")
             }

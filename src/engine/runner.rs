@@ -123,15 +123,16 @@ impl Engine {
         let name = job.config.name.as_str();
         let kind = job.config.kind();
         let (started_at, trigger) = (run.started_at, run.trigger);
-        let mut state = self
-            .store
-            .job_state(name)
-            .await?
-            .unwrap_or_else(|| JobState {
-                job: name.to_string(),
-                kind: kind.to_string(),
-                ..JobState::default()
-            });
+        let stored = self.store.job_state(name).await?;
+        // The same state as this engine last recorded or read: no other process ran the job
+        // since (every run records its state, after its alerts), so what this process knows
+        // of the job's alerts is still true.
+        let alerts_known = self.states().get(name) == stored.as_ref();
+        let mut state = stored.unwrap_or_else(|| JobState {
+            job: name.to_string(),
+            kind: kind.to_string(),
+            ..JobState::default()
+        });
         state.last_run_at = Some(started_at);
         self.metrics
             .set_job_gauge(JobGauge::LastRun, name, kind, unix_seconds(started_at));
@@ -261,7 +262,13 @@ impl Engine {
         // Alerts first, still under the lock, so that a command running the job next sees them.
         for signal in &signals {
             self.incidents
-                .apply(name, signal, job.config.alerts.as_deref(), finished_at)
+                .apply_known(
+                    name,
+                    signal,
+                    job.config.alerts.as_deref(),
+                    finished_at,
+                    alerts_known,
+                )
                 .await?;
         }
         lock.stop_renewal().await;

@@ -81,8 +81,15 @@ impl Engine {
             if applied.get(&fp) == Some(&signal.firing) {
                 continue;
             }
+            // Only the acting daemon raises time-based alerts: what it knows is the truth.
             self.incidents
-                .apply(&job.config.name, &signal, job.config.alerts.as_deref(), now)
+                .apply_known(
+                    &job.config.name,
+                    &signal,
+                    job.config.alerts.as_deref(),
+                    now,
+                    true,
+                )
                 .await?;
             applied.insert(fp, signal.firing);
         }
