@@ -214,7 +214,8 @@ impl Job for ApiKeyRotator {
         if !ctx.secret_recorded && !req.dry_run {
             // The store never saw a secret here: create it straight away, as its first version.
             // Check-and-set 0 refuses if one exists after all (made by hand, or the store was
-            // lost); the path below then reads it and decides as usual.
+            // lost); the path below then reads it and decides as usual. A write that failed in
+            // transit but reached Vault leaves version 1, which the read below adopts.
             let mut data = KvData::new();
             data.insert(
                 self.config.field.clone(),
@@ -222,8 +223,12 @@ impl Job for ApiKeyRotator {
             );
             match ctx.vault.kv_write(path, &data, 0).await {
                 Ok(written) => return self.written(ctx, written, None, Utc::now()).await,
-                Err(VaultError::CasMismatch { .. }) => {}
-                Err(e) => return Err(e.into()),
+                // A secret is there after all, or the write failed for another reason (e.g. a
+                // token that may read but not write): the path below reads first, so the job
+                // still learns the secret's age (and an existing one is adopted).
+                Err(e) => {
+                    tracing::debug!(job = %self.job, path, error = %e, "creating the first version directly failed; reading first")
+                }
             }
         }
         let current = ctx.vault.kv_read(path).await?;
