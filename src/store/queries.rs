@@ -68,17 +68,15 @@ macro_rules! sql {
         )
     };
     (put_job_state_conflict) => {
-        concat!(
-            " ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, \
-             last_run_at = excluded.last_run_at, \
-             last_success_at = excluded.last_success_at, \
-             last_outcome = excluded.last_outcome, \
-             consecutive_failures = excluded.consecutive_failures, \
-             secret_changed_at = excluded.secret_changed_at, \
-             secret_version = excluded.secret_version, \
-             retry_at = excluded.retry_at, \
-             last_error = excluded.last_error"
-        )
+        " ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, \
+         last_run_at = excluded.last_run_at, \
+         last_success_at = excluded.last_success_at, \
+         last_outcome = excluded.last_outcome, \
+         consecutive_failures = excluded.consecutive_failures, \
+         secret_changed_at = excluded.secret_changed_at, \
+         secret_version = excluded.secret_version, \
+         retry_at = excluded.retry_at, \
+         last_error = excluded.last_error"
     };
 }
 
@@ -236,7 +234,9 @@ macro_rules! impl_store {
                     if ends.is_empty() {
                         return Ok(());
                     }
-                    // Three statements for the whole batch, each row once: one job's endings
+                    // Three statements for the whole batch, each row once, not kept prepared (each
+                    // batch size is a statement of its own: a cache of them costs MiBs and saves
+                    // little next to the round trips the batch saves). One job's endings
                     // never share a batch (its next run starts after this one is recorded), but
                     // should they, they are recorded one at a time, in order.
                     let mut jobs = std::collections::HashSet::new();
@@ -259,7 +259,7 @@ macro_rules! impl_store {
                             .push_bind(e.end.error.as_deref());
                     });
                     runs.push(") AS v WHERE runs.id = v.column1");
-                    runs.build().execute(&mut *tx).await?;
+                    runs.build().persistent(false).execute(&mut *tx).await?;
                     let mut states = sqlx::QueryBuilder::new(concat!(
                         "INSERT INTO job_states (",
                         $crate::store::queries::columns!(job_states),
@@ -279,7 +279,7 @@ macro_rules! impl_store {
                             .push_bind(state.last_error.as_deref());
                     });
                     states.push($crate::store::queries::sql!(put_job_state_conflict));
-                    states.build().execute(&mut *tx).await?;
+                    states.build().persistent(false).execute(&mut *tx).await?;
                     let mut unlock = sqlx::QueryBuilder::new(
                         "DELETE FROM job_locks WHERE (job, holder) IN (",
                     );
@@ -287,7 +287,7 @@ macro_rules! impl_store {
                         row.push_bind(&e.state.job).push_bind(&e.holder);
                     });
                     unlock.push(")");
-                    unlock.build().execute(&mut *tx).await?;
+                    unlock.build().persistent(false).execute(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(())
                 }
