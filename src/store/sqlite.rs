@@ -117,7 +117,11 @@ impl SqliteStore {
                     // (`power_safe` in `queries`). See the README.
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(BUSY_TIMEOUT);
-                let pool_options = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
+                // No ping before each use: a connection to a local file does not go stale, and
+                // the ping is a round trip to the connection's worker thread for every statement.
+                let pool_options = SqlitePoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .test_before_acquire(false);
                 (options, pool_options, Some(path), lock)
             }
         };
