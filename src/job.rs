@@ -23,6 +23,10 @@ pub struct JobContext {
     pub store: Arc<dyn Store>,
     /// Cancelled on shutdown or when the run's timeout passes.
     pub cancel: CancellationToken,
+    /// Whether the state store has ever recorded a secret for this job (a version or a change
+    /// time); `true` when unknown. A kind may then skip looking for a secret that was never
+    /// there, provided a stale answer stays safe (a check-and-set write, never a blind one).
+    pub secret_recorded: bool,
 }
 
 /// How a job becomes due.

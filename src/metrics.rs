@@ -3,28 +3,29 @@
 //! The engine updates these from job outcomes; components never touch them. Values that change
 //! with time alone (secret age) are computed when `/metrics` is scraped, from the change time the
 //! engine last saw, so that they are exact without a timer.
+//!
+//! The per-job families live in a compact table ([`jobs`]) rendered at scrape time rather than
+//! in the prometheus client's registry, so that 10,000 jobs cost a few MiB, not 60.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+mod jobs;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub use jobs::JobGauge;
+use jobs::JobTable;
 
 const NS: &str = "vault_steward";
 
 /// The daemon's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
-    pub job_last_success: GaugeVec,
-    pub job_last_run: GaugeVec,
-    pub job_next_run: GaugeVec,
-    pub job_runs: IntCounterVec,
-    pub job_duration: HistogramVec,
-    pub job_consecutive_failures: IntGaugeVec,
-    secret_age: GaugeVec,
+    /// `job_last_success_timestamp_seconds`, `job_last_run_timestamp_seconds`,
+    /// `job_next_run_timestamp_seconds`, `job_runs_total`, `job_duration_seconds`,
+    /// `job_consecutive_failures` (all `{job,kind}`) and `secret_age_seconds{job}`.
+    jobs: Mutex<JobTable>,
     /// Size of the newest published snapshot (its encrypted object), by job.
     pub snapshot_size: GaugeVec,
     /// Snapshots kept in each destination, by job.
@@ -44,8 +45,6 @@ pub struct Metrics {
     vault_sealed: Gauge,
     /// Which of `vault_up` / `vault_sealed` are registered yet.
     vault_health_registered: Mutex<(bool, bool)>,
-    /// job → when its secret last changed, for `secret_age_seconds` at scrape time.
-    secret_changed: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 /// Building the metric set failed (a programming error: duplicate or invalid names).
@@ -60,57 +59,6 @@ fn opts(name: &str, help: &str) -> Opts {
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        let job = &["job", "kind"];
-        let job_last_success = GaugeVec::new(
-            opts(
-                "job_last_success_timestamp_seconds",
-                "Unix time of the job's last successful run.",
-            ),
-            job,
-        )?;
-        let job_last_run = GaugeVec::new(
-            opts(
-                "job_last_run_timestamp_seconds",
-                "Unix time the job's last run started.",
-            ),
-            job,
-        )?;
-        let job_next_run = GaugeVec::new(
-            opts(
-                "job_next_run_timestamp_seconds",
-                "Unix time at which the job is next due.",
-            ),
-            job,
-        )?;
-        let job_runs = IntCounterVec::new(
-            opts(
-                "job_runs_total",
-                "Runs of the job by outcome (success or failure).",
-            ),
-            &["job", "kind", "outcome"],
-        )?;
-        let job_duration = HistogramVec::new(
-            HistogramOpts::new("job_duration_seconds", "How long the job's runs took.")
-                .namespace(NS)
-                .buckets(vec![
-                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-                ]),
-            job,
-        )?;
-        let job_consecutive_failures = IntGaugeVec::new(
-            opts(
-                "job_consecutive_failures",
-                "Failed runs of the job since its last success.",
-            ),
-            job,
-        )?;
-        let secret_age = GaugeVec::new(
-            opts(
-                "secret_age_seconds",
-                "Age of the secret the job looks after (since its current version was written).",
-            ),
-            &["job"],
-        )?;
         let snapshot_size = GaugeVec::new(
             opts(
                 "snapshot_size_bytes",
@@ -133,13 +81,6 @@ impl Metrics {
             "vault_authenticated",
             "1 when vault-steward holds a valid Vault token, else 0.",
         ))?;
-        registry.register(Box::new(job_last_success.clone()))?;
-        registry.register(Box::new(job_last_run.clone()))?;
-        registry.register(Box::new(job_next_run.clone()))?;
-        registry.register(Box::new(job_runs.clone()))?;
-        registry.register(Box::new(job_duration.clone()))?;
-        registry.register(Box::new(job_consecutive_failures.clone()))?;
-        registry.register(Box::new(secret_age.clone()))?;
         registry.register(Box::new(snapshot_size.clone()))?;
         registry.register(Box::new(snapshots_retained.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
@@ -175,13 +116,6 @@ impl Metrics {
             .set(1.0);
         Ok(Metrics {
             registry,
-            job_last_success,
-            job_last_run,
-            job_next_run,
-            job_runs,
-            job_duration,
-            job_consecutive_failures,
-            secret_age,
             snapshot_size,
             snapshots_retained,
             build_info,
@@ -192,7 +126,7 @@ impl Metrics {
             vault_up,
             vault_sealed,
             vault_health_registered: Mutex::new((false, false)),
-            secret_changed: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(JobTable::default()),
         })
     }
 
@@ -229,31 +163,39 @@ impl Metrics {
         }
     }
 
+    fn jobs(&self) -> MutexGuard<'_, JobTable> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Makes a job's series exist from the start (both outcomes at 0, no failures).
-    pub fn register_job(&self, job: &str, kind: &str) {
-        for outcome in ["success", "failure"] {
-            self.job_runs.with_label_values(&[job, kind, outcome]);
-        }
-        self.job_consecutive_failures
-            .with_label_values(&[job, kind])
-            .set(0);
+    pub fn register_job(&self, job: &str, kind: &'static str) {
+        self.jobs().register(job, kind);
+    }
+
+    /// Sets one of a job's timestamp gauges (Unix seconds).
+    pub fn set_job_gauge(&self, gauge: JobGauge, job: &str, kind: &'static str, value: f64) {
+        self.jobs().set_gauge(gauge, job, kind, value);
+    }
+
+    /// Counts a finished run in `job_runs_total`.
+    pub fn count_job_run(&self, job: &str, kind: &'static str, success: bool) {
+        self.jobs().count_run(job, kind, success);
+    }
+
+    /// Records how long a run took in `job_duration_seconds`.
+    pub fn observe_job_duration(&self, job: &str, kind: &'static str, seconds: f64) {
+        self.jobs().observe_duration(job, kind, seconds);
+    }
+
+    /// Sets `job_consecutive_failures`.
+    pub fn set_job_consecutive_failures(&self, job: &str, kind: &'static str, n: u32) {
+        self.jobs()
+            .set_consecutive_failures(job, kind, i64::from(n));
     }
 
     /// Records when a job's secret last changed; `secret_age_seconds` follows from it.
     pub fn set_secret_changed(&self, job: &str, at: Option<DateTime<Utc>>) {
-        let mut map = self
-            .secret_changed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match at {
-            Some(at) => {
-                map.insert(job.to_string(), at);
-            }
-            None => {
-                map.remove(job);
-                let _ = self.secret_age.remove_label_values(&[job]);
-            }
-        }
+        self.jobs().set_secret_changed(job, at);
     }
 
     /// Sets a snapshot job's gauges from its snapshot records: the newest one's size, and the
@@ -277,27 +219,31 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with time-derived values brought up to `now`.
+    /// The text exposition, with time-derived values brought up to `now`: the registry's
+    /// families and the job table's, merged in name order as the registry would.
     pub fn render(&self, now: DateTime<Utc>) -> String {
-        {
-            let map = self
-                .secret_changed
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (job, at) in map.iter() {
-                let age = (now - *at).num_milliseconds().max(0) as f64 / 1000.0;
-                self.secret_age.with_label_values(&[job.as_str()]).set(age);
+        let mut families: Vec<(String, String)> = (self.jobs().render(now).into_iter())
+            .map(|(name, text)| (name.to_string(), text))
+            .collect();
+        let encoder = TextEncoder::new();
+        for family in self.registry.gather() {
+            let mut buf = Vec::new();
+            // Encoding into a Vec cannot fail for well-formed metric families.
+            if encoder
+                .encode(std::slice::from_ref(&family), &mut buf)
+                .is_err()
+            {
+                continue;
             }
+            let name = family.name().to_string();
+            families.push((name, String::from_utf8(buf).unwrap_or_default()));
         }
-        let mut buf = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed metric families.
-        if TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .is_err()
-        {
-            return String::new();
+        families.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut text = String::with_capacity(families.iter().map(|f| f.1.len()).sum());
+        for (_, body) in &families {
+            text.push_str(body);
         }
-        String::from_utf8(buf).unwrap_or_default()
+        text
     }
 }
 

@@ -366,9 +366,19 @@ async fn end_runs_record_state_and_unlock_at_once(f: &Fixture) {
         Some("thief".to_string())
     );
 
-    // Several runs in one transaction.
+    // Several runs in one transaction (multi-row statements), each row with its own values:
+    // new state rows and an existing one ("b3"), a success and a failure.
+    s.put_job_state(&JobState {
+        job: "b3".into(),
+        kind: "api-key".into(),
+        consecutive_failures: 9,
+        last_error: Some("old".into()),
+        ..JobState::default()
+    })
+    .await
+    .unwrap();
     let mut endings = Vec::new();
-    for job in ["b1", "b2"] {
+    for (i, job) in ["b1", "b2", "b3"].into_iter().enumerate() {
         let run_id = s
             .lock_and_start_run(
                 "me",
@@ -383,33 +393,55 @@ async fn end_runs_record_state_and_unlock_at_once(f: &Fixture) {
             .await
             .unwrap()
             .unwrap();
+        let failed = i == 1;
         endings.push(RunEnding {
             run_id,
             end: RunEnd {
-                finished_at: t(11),
-                outcome: RunOutcome::Skipped,
-                detail: None,
-                error: None,
+                finished_at: t(11 + i as i64),
+                outcome: if failed {
+                    RunOutcome::Failure
+                } else {
+                    RunOutcome::Skipped
+                },
+                detail: (!failed).then(|| format!("detail of {job}")),
+                error: failed.then(|| format!("error of {job}")),
             },
             state: JobState {
                 job: job.into(),
                 kind: "api-key".into(),
-                last_outcome: Some(RunOutcome::Skipped),
+                last_outcome: Some(if failed {
+                    RunOutcome::Failure
+                } else {
+                    RunOutcome::Skipped
+                }),
+                consecutive_failures: u32::from(failed) * 3,
+                secret_version: Some(i as i64),
+                last_error: failed.then(|| format!("error of {job}")),
                 ..JobState::default()
             },
             holder: "me".into(),
         });
     }
     s.end_runs(&endings).await.unwrap();
-    for job in ["b1", "b2"] {
-        assert!(s.lock_info(job).await.unwrap().is_none());
+    for e in &endings {
+        let job = e.state.job.as_str();
+        assert!(s.lock_info(job).await.unwrap().is_none(), "{job} unlocked");
         let run = &s.recent_runs(job, 1).await.unwrap()[0];
-        assert_eq!(run.outcome, Some(RunOutcome::Skipped));
-        assert_eq!(
-            s.job_state(job).await.unwrap().unwrap().last_outcome,
-            Some(RunOutcome::Skipped)
-        );
+        assert_eq!(run.id, e.run_id);
+        assert_eq!(run.finished_at, Some(e.end.finished_at), "{job}");
+        assert_eq!(run.outcome, Some(e.end.outcome), "{job}");
+        assert_eq!(run.detail, e.end.detail, "{job}");
+        assert_eq!(run.error, e.end.error, "{job}");
+        assert_eq!(s.job_state(job).await.unwrap().as_ref(), Some(&e.state));
     }
+    // One job twice in a batch: recorded in order, the later state wins.
+    let mut twice = vec![endings[0].clone(), endings[0].clone()];
+    twice[1].state.secret_version = Some(42);
+    s.end_runs(&twice).await.unwrap();
+    assert_eq!(
+        s.job_state("b1").await.unwrap().unwrap().secret_version,
+        Some(42)
+    );
     s.end_runs(&[]).await.unwrap();
 }
 

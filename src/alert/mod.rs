@@ -18,7 +18,8 @@ pub mod outbox;
 pub mod sink;
 pub mod webhook;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -73,6 +74,20 @@ pub struct Incidents {
     repeat_interval: Duration,
     /// Every configured sink's name.
     sinks: Vec<String>,
+    /// Which alerts fire, as far as this process knows: see [`Incidents::load_firing`].
+    known: Mutex<KnownFiring>,
+}
+
+/// The fingerprints of the firing alerts, kept so that resolving an alert that does not fire —
+/// every successful run resolves its `JobFailing`, every clean rotation its `ConcurrentWrite` —
+/// costs no store lookup. `None` until loaded: every signal is then looked up, as is every
+/// signal not applied with `known`.
+#[derive(Debug, Default)]
+struct KnownFiring {
+    firing: Option<HashSet<String>>,
+    /// Bumped at every change this process makes, so that a reload that read the store before
+    /// a change does not overwrite it.
+    changes: u64,
 }
 
 impl Incidents {
@@ -81,6 +96,62 @@ impl Incidents {
             store,
             repeat_interval,
             sinks,
+            known: Mutex::new(KnownFiring::default()),
+        }
+    }
+
+    fn known(&self) -> MutexGuard<'_, KnownFiring> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads which alerts fire from the store, for [`Incidents::apply_known`]. This process's
+    /// own changes are tracked as they happen; alerts raised by another process (a CLI `rotate`,
+    /// another instance) are seen at the next load, so callers pass `known` only when no other
+    /// process can have touched the job's alerts since (the engine checks the job's state).
+    pub async fn load_firing(&self) -> Result<(), StoreError> {
+        self.known_before(self.store.firing_alerts())
+            .await
+            .map(drop)
+    }
+
+    /// Forgets what fires: every signal is looked up until the next load.
+    pub fn forget_firing(&self) {
+        self.known().firing = None;
+    }
+
+    /// Runs `read` (a read of the firing alerts) and takes its answer as what fires; if this
+    /// process changed an alert meanwhile, the answer may be stale and nothing is trusted until
+    /// the next load. Returns the answer.
+    async fn known_before(
+        &self,
+        read: impl Future<Output = Result<Vec<AlertRecord>, StoreError>>,
+    ) -> Result<Vec<AlertRecord>, StoreError> {
+        let before = self.known().changes;
+        let alerts = read.await?;
+        let mut known = self.known();
+        known.firing = (known.changes == before)
+            .then(|| alerts.iter().map(|a| a.fingerprint.clone()).collect());
+        Ok(alerts)
+    }
+
+    /// Whether the alert `fp` is surely not firing (known, and not in the firing set).
+    fn surely_resolved(&self, fp: &str) -> bool {
+        self.known()
+            .firing
+            .as_ref()
+            .is_some_and(|set| !set.contains(fp))
+    }
+
+    /// Notes a change this process wrote to the store.
+    fn note(&self, fp: &str, firing: bool) {
+        let mut known = self.known();
+        known.changes += 1;
+        if let Some(set) = known.firing.as_mut() {
+            if firing {
+                set.insert(fp.to_string());
+            } else {
+                set.remove(fp);
+            }
         }
     }
 
@@ -93,6 +164,20 @@ impl Incidents {
         routes: Routes<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.apply_known(job, signal, routes, now, false).await
+    }
+
+    /// [`Incidents::apply`]; with `known`, the caller vouches that no other process changed
+    /// this job's alerts since what fires was last loaded (see [`Incidents::load_firing`]), so a
+    /// signal resolving an alert not known to fire is dropped without a store lookup.
+    pub async fn apply_known(
+        &self,
+        job: &str,
+        signal: &AlertSignal,
+        routes: Routes<'_>,
+        now: DateTime<Utc>,
+        known: bool,
+    ) -> Result<bool, StoreError> {
         let seen = Observed {
             name: signal.name,
             firing: signal.firing,
@@ -100,7 +185,7 @@ impl Incidents {
             summary: &signal.summary,
             details: signal.details.to_string(),
         };
-        self.observe(job, &seen, routes, now).await
+        self.observe(job, &seen, routes, now, known).await
     }
 
     async fn observe(
@@ -109,8 +194,13 @@ impl Incidents {
         seen: &Observed<'_>,
         routes: Routes<'_>,
         now: DateTime<Utc>,
+        known: bool,
     ) -> Result<bool, StoreError> {
         let fp = fingerprint(seen.name, job);
+        if known && !seen.firing && self.surely_resolved(&fp) {
+            // Nothing to resolve; the lookup below would come to the same.
+            return Ok(false);
+        }
         let existing = self.store.alert(&fp).await?;
         let firing_now = existing
             .as_ref()
@@ -155,6 +245,7 @@ impl Incidents {
             },
         };
         self.store.upsert_alert(&record).await?;
+        self.note(&fp, seen.firing);
         let Some(kind) = kind else {
             return Ok(false);
         };
@@ -186,7 +277,8 @@ impl Incidents {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let mut repeated = 0;
-        for mut alert in self.store.firing_alerts().await? {
+        // The same read refreshes what this process knows to fire.
+        for mut alert in self.known_before(self.store.firing_alerts()).await? {
             if !self.repeat_due(alert.last_notified_at, now) {
                 continue;
             }
@@ -225,7 +317,7 @@ impl Incidents {
                 details: serde_json::json!({ "reason": "job removed from the configuration" })
                     .to_string(),
             };
-            self.observe(&alert.job, &seen, None, now).await?;
+            self.observe(&alert.job, &seen, None, now, false).await?;
             resolved += 1;
         }
         Ok(resolved)

@@ -171,5 +171,6 @@ pub(crate) fn context(
         vault: vault.clone(),
         store: store.clone(),
         cancel,
+        secret_recorded: true,
     }
 }

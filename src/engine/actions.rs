@@ -80,6 +80,7 @@ impl Engine {
             vault: self.vault.clone(),
             store: self.store.clone(),
             cancel: cancel.child_token(),
+            secret_recorded: true,
         };
         let timeout = job
             .config

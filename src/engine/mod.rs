@@ -4,8 +4,9 @@
 //!
 //! [`due`] computes when a job is next due (pure), [`backoff`] the retry delays, [`lock`] the
 //! per-job locks shared with CLI commands, [`runner`] one run from lock to record, `actions` the
-//! deferred actions jobs leave in the store (e.g. destroy an old secret-id after its grace), and
-//! `recorder` the group commit of run endings (many runs share one durable commit).
+//! deferred actions jobs leave in the store (e.g. destroy an old secret-id after its grace),
+//! `recorder` the group commit of run endings (many runs share one durable commit), and `states`
+//! the engine's copy of the job states that the ticks read.
 
 mod actions;
 pub mod backoff;
@@ -13,12 +14,13 @@ pub mod due;
 pub mod lock;
 mod recorder;
 pub mod runner;
+mod states;
 pub mod view;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc};
@@ -105,6 +107,8 @@ pub struct Engine {
     recorder: Mutex<Option<mpsc::UnboundedSender<recorder::Ending>>>,
     /// Unix ms of the newest tick handled, for the systemd watchdog.
     last_tick_ms: AtomicI64,
+    /// The job states the ticks judge due-ness by.
+    states: Mutex<states::StateCache>,
 }
 
 impl Engine {
@@ -133,6 +137,7 @@ impl Engine {
             actions_busy: AtomicBool::new(false),
             recorder: Mutex::new(None),
             last_tick_ms: AtomicI64::new(Utc::now().timestamp_millis()),
+            states: Mutex::new(states::StateCache::default()),
         }
     }
 
@@ -157,22 +162,29 @@ impl Engine {
         for run in &closed {
             tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, "a run was interrupted by the previous process's death; rolling forward");
         }
-        let states = self.store.job_states().await?;
-        let states = by_job(&states);
+        let mark = self.states().mark();
+        let all_states = self.store.job_states().await?;
+        // After the states, as in `refresh_states`.
+        self.incidents.load_firing().await?;
+        let states = by_job(&all_states);
         let now = Utc::now();
         for job in &self.jobs {
             let state = states.get(job.config.name.as_str()).copied();
             if let Some(s) = state {
                 self.metrics
                     .set_secret_changed(&job.config.name, s.secret_changed_at);
-                self.metrics
-                    .job_consecutive_failures
-                    .with_label_values(&[job.config.name.as_str(), job.config.kind()])
-                    .set(i64::from(s.consecutive_failures));
+                self.metrics.set_job_consecutive_failures(
+                    &job.config.name,
+                    job.config.kind(),
+                    s.consecutive_failures,
+                );
             }
             self.publish_next_due(job, state, now);
             self.publish_snapshot_metrics(job).await;
         }
+        drop(states);
+        self.states()
+            .load(all_states, mark, std::time::Instant::now());
 
         let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
         let mut scheduler = JobScheduler::new()
@@ -254,51 +266,87 @@ impl Engine {
         self.metrics
             .vault_authenticated
             .set(if authenticated { 1.0 } else { 0.0 });
-        // Taken before the states are read: a job that finishes in between has its new state
-        // in the store but not in `states`, and must not be judged (and queued) on the old one.
-        let busy = self.running_now();
-        let states = match self.store.job_states().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "state store unavailable; no job starts this tick");
-                return;
-            }
-        };
-        let states = by_job(&states);
-        for job in self.jobs.iter().filter(|j| j.config.enabled) {
-            let name = job.config.name.as_str();
-            if busy.contains(name) {
-                continue;
-            }
-            let state = states.get(name).copied();
-            let next = self.publish_next_due(job, state, now);
-            if !due::is_due(next, now) {
-                continue;
-            }
-            if !authenticated && job.job.needs_token() {
-                // Not a failure of the job: it starts once the keep-alive has logged in.
-                continue;
-            }
-            if !self.try_claim(name) {
-                continue;
-            }
-            let trigger = if state.is_some_and(|s| s.retry_at.is_some()) {
-                RunTrigger::Retry
-            } else {
-                RunTrigger::Schedule
-            };
-            if queue
-                .send(Queued {
+        self.refresh_states().await;
+        let mut due_now = Vec::new();
+        {
+            // Both locks at once: a job that finishes meanwhile has put its new state before it
+            // leaves `running`, so a job seen idle here is never judged on its old state.
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            let states = self.states();
+            for job in self.jobs.iter().filter(|j| j.config.enabled) {
+                let name = job.config.name.as_str();
+                if running.contains(name) {
+                    continue;
+                }
+                let state = states.get(name);
+                let next = self.publish_next_due(job, state, now);
+                if !due::is_due(next, now) {
+                    continue;
+                }
+                if !authenticated && job.job.needs_token() {
+                    // Not a failure of the job: it starts once the keep-alive has logged in.
+                    continue;
+                }
+                running.insert(name.to_string());
+                let trigger = if state.is_some_and(|s| s.retry_at.is_some()) {
+                    RunTrigger::Retry
+                } else {
+                    RunTrigger::Schedule
+                };
+                due_now.push(Queued {
                     job: job.clone(),
                     trigger,
-                })
-                .is_err()
-            {
-                // The dispatcher is gone (shutting down).
-                self.set_running(name, false);
-                return;
+                });
             }
         }
+        let mut due_now = due_now.into_iter();
+        for queued in due_now.by_ref() {
+            let name = queued.job.config.name.clone();
+            if queue.send(queued).is_err() {
+                // The dispatcher is gone (shutting down).
+                self.set_running(&name, false);
+                break;
+            }
+        }
+        for left in due_now {
+            self.set_running(&left.job.config.name, false);
+        }
+    }
+
+    /// Re-reads every job state from the store when the engine's copy is [`states::REFRESH`]
+    /// old, so that states recorded by other processes are seen.
+    async fn refresh_states(&self) {
+        let at = std::time::Instant::now();
+        let mark = {
+            let states = self.states();
+            if !states.stale(at) {
+                return;
+            }
+            states.mark()
+        };
+        match self.store.job_states().await {
+            Ok(read) => {
+                // After the states: an alert another process raised is committed before the
+                // state of its run, so a state read here comes with its alerts.
+                if let Err(e) = self.incidents.load_firing().await {
+                    tracing::warn!(error = %e, "state store unavailable; alerts looked up one by one");
+                    self.incidents.forget_firing();
+                }
+                self.states().load(read, mark, at)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "state store unavailable; judging due jobs on the states last read")
+            }
+        }
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, states::StateCache> {
+        self.states.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes the state a run of this process just recorded.
+    pub(super) fn state_recorded(&self, state: JobState) {
+        self.states().put(state);
     }
 
     /// Starts queued jobs, each as soon as a permit is free, until the queue closes or `cancel`.
@@ -379,11 +427,6 @@ impl Engine {
             });
         }
         Ok(())
-    }
-
-    /// The jobs queued or running now.
-    fn running_now(&self) -> HashSet<String> {
-        self.running.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Marks `job` as queued or running unless it already is; true if this call marked it.

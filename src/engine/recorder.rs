@@ -1,9 +1,10 @@
 //! Group commit of run endings. Every run ends with one durable write (its record, the job's new
-//! state, the lock released); with SQLite's `synchronous = FULL` each commit waits for the disk,
-//! so in a sweep of thousands of due jobs one commit per run would bound the whole daemon. The
-//! daemon's runs therefore hand their endings to this task, which commits whatever has queued up
-//! meanwhile in one transaction — as durable as before, each run still waits for its own
-//! commit, but many runs share a disk flush. CLI commands (no recorder running) write directly.
+//! state, the lock released); each commit is a round trip to the store (and on PostgreSQL a
+//! wait for the disk), so in a sweep of thousands of due jobs one commit per run would bound the
+//! whole daemon. The daemon's runs therefore hand their endings to this task, which commits
+//! whatever has queued up meanwhile in one transaction — as durable as before, each run still
+//! waits for its own commit, but many runs share it. CLI commands (no recorder running) write
+//! directly.
 
 use std::sync::Arc;
 

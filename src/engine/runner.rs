@@ -14,7 +14,7 @@ use super::lock::JobLock;
 use super::{Engine, EngineJob};
 use crate::alert;
 use crate::job::{AlertSignal, JobContext, JobError, RunReport, RunRequest, Severity, Work};
-use crate::metrics::unix_seconds;
+use crate::metrics::{JobGauge, unix_seconds};
 use crate::store::{JobState, NewRun, RunEnd, RunEnding, RunOutcome, RunTrigger, StoreError};
 
 /// A run that holds its job's lock and has its start recorded.
@@ -123,20 +123,19 @@ impl Engine {
         let name = job.config.name.as_str();
         let kind = job.config.kind();
         let (started_at, trigger) = (run.started_at, run.trigger);
-        let mut state = self
-            .store
-            .job_state(name)
-            .await?
-            .unwrap_or_else(|| JobState {
-                job: name.to_string(),
-                kind: kind.to_string(),
-                ..JobState::default()
-            });
+        let stored = self.store.job_state(name).await?;
+        // The same state as this engine last recorded or read: no other process ran the job
+        // since (every run records its state, after its alerts), so what this process knows
+        // of the job's alerts is still true.
+        let alerts_known = self.states().get(name) == stored.as_ref();
+        let mut state = stored.unwrap_or_else(|| JobState {
+            job: name.to_string(),
+            kind: kind.to_string(),
+            ..JobState::default()
+        });
         state.last_run_at = Some(started_at);
         self.metrics
-            .job_last_run
-            .with_label_values(&[name, kind])
-            .set(unix_seconds(started_at));
+            .set_job_gauge(JobGauge::LastRun, name, kind, unix_seconds(started_at));
         tracing::info!(job = name, kind, trigger = %trigger, "run started");
 
         let run_cancel = cancel.child_token();
@@ -145,6 +144,7 @@ impl Engine {
             vault: self.vault.clone(),
             store: self.store.clone(),
             cancel: run_cancel.clone(),
+            secret_recorded: state.secret_version.is_some() || state.secret_changed_at.is_some(),
         };
         let timeout = job
             .config
@@ -177,10 +177,7 @@ impl Engine {
         drop(permit);
         let elapsed = clock.elapsed().as_secs_f64();
         let finished_at = Utc::now();
-        self.metrics
-            .job_duration
-            .with_label_values(&[name, kind])
-            .observe(elapsed);
+        self.metrics.observe_job_duration(name, kind, elapsed);
 
         let mut signals: Vec<AlertSignal> = Vec::new();
         let (end, result) = match outcome {
@@ -198,14 +195,13 @@ impl Engine {
                     Work::Nothing => RunOutcome::Skipped,
                 };
                 state.last_outcome = Some(outcome);
-                self.metrics
-                    .job_runs
-                    .with_label_values(&[name, kind, "success"])
-                    .inc();
-                self.metrics
-                    .job_last_success
-                    .with_label_values(&[name, kind])
-                    .set(unix_seconds(finished_at));
+                self.metrics.count_job_run(name, kind, true);
+                self.metrics.set_job_gauge(
+                    JobGauge::LastSuccess,
+                    name,
+                    kind,
+                    unix_seconds(finished_at),
+                );
                 tracing::info!(job = name, kind, outcome = %outcome, detail = %report.detail, elapsed_s = elapsed, "run finished");
                 signals.push(job_failing(false, name, 0, None));
                 signals.extend(report.alerts.iter().cloned());
@@ -232,10 +228,7 @@ impl Engine {
                 );
                 state.retry_at =
                     Some(finished_at + chrono::Duration::from_std(delay).unwrap_or_default());
-                self.metrics
-                    .job_runs
-                    .with_label_values(&[name, kind, "failure"])
-                    .inc();
+                self.metrics.count_job_run(name, kind, false);
                 tracing::warn!(
                     job = name,
                     kind,
@@ -269,7 +262,13 @@ impl Engine {
         // Alerts first, still under the lock, so that a command running the job next sees them.
         for signal in &signals {
             self.incidents
-                .apply(name, signal, job.config.alerts.as_deref(), finished_at)
+                .apply_known(
+                    name,
+                    signal,
+                    job.config.alerts.as_deref(),
+                    finished_at,
+                    alerts_known,
+                )
                 .await?;
         }
         lock.stop_renewal().await;
@@ -280,10 +279,9 @@ impl Engine {
             holder: self.holder.clone(),
         })
         .await?;
+        self.state_recorded(state.clone());
         self.metrics
-            .job_consecutive_failures
-            .with_label_values(&[name, kind])
-            .set(i64::from(state.consecutive_failures));
+            .set_job_consecutive_failures(name, kind, state.consecutive_failures);
         self.metrics
             .set_secret_changed(name, state.secret_changed_at);
         self.publish_snapshot_metrics(job).await;
@@ -349,14 +347,12 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let next = super::due::next_due(&job.cadence, job.config.window.as_ref(), state, now);
-        let gauge = self
-            .metrics
-            .job_next_run
-            .with_label_values(&[job.config.name.as_str(), job.config.kind()]);
-        match next {
-            Some(t) => gauge.set(unix_seconds(t)),
-            None => gauge.set(0.0),
-        }
+        self.metrics.set_job_gauge(
+            JobGauge::NextRun,
+            &job.config.name,
+            job.config.kind(),
+            next.map(unix_seconds).unwrap_or(0.0),
+        );
         next
     }
 }

@@ -94,6 +94,7 @@ pub async fn plan_rows(
             vault: vault.clone(),
             store: store.clone(),
             cancel: CancellationToken::new(),
+            secret_recorded: true,
         };
         let mut state = states.get(job.config.name.as_str()).map(|s| (*s).clone());
         let target = match job.job.inspect(&ctx).await {

@@ -71,8 +71,9 @@ impl Engine {
         applied: &mut HashMap<String, bool>,
     ) -> Result<(), StoreError> {
         let states = self.store.job_states().await?;
+        let states = super::by_job(&states);
         for job in &self.jobs {
-            let state = states.iter().find(|s| s.job == job.config.name);
+            let state = states.get(job.config.name.as_str()).copied();
             let Some(signal) = self.time_signal(job, state, started, now) else {
                 continue;
             };
@@ -80,8 +81,15 @@ impl Engine {
             if applied.get(&fp) == Some(&signal.firing) {
                 continue;
             }
+            // Only the acting daemon raises time-based alerts: what it knows is the truth.
             self.incidents
-                .apply(&job.config.name, &signal, job.config.alerts.as_deref(), now)
+                .apply_known(
+                    &job.config.name,
+                    &signal,
+                    job.config.alerts.as_deref(),
+                    now,
+                    true,
+                )
                 .await?;
             applied.insert(fp, signal.firing);
         }

@@ -2,15 +2,21 @@
 //! `format`) is written as a new version with check-and-set on the version that was read, so a
 //! value someone wrote by hand in the meantime is never overwritten (that raises
 //! `ConcurrentWrite`, and the hand-written version counts as the rotation). Other fields of the
-//! secret are carried over unchanged; older versions stay readable for consumers.
+//! secret are carried over unchanged; older versions stay readable for consumers. A job whose
+//! state store never recorded a secret first tries to create version 1 directly (check-and-set
+//! 0, so an existing secret is never overwritten) and reads only if that is refused; the
+//! `custom_metadata` to keep comes with the read, so a rotation makes the same two writes as
+//! a plain KV client plus at most one read.
 //!
 //! With `on_rotate`, each rotation is followed by a POST without the secret (see [`super::hook`]);
 //! a failing hook never undoes the rotation: it raises `OnRotateHookFailed` and is re-sent as a
 //! deferred action until the receiver accepts it.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use base64::Engine as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use rand::{Rng, TryRngCore};
 use secrecy::SecretString;
@@ -23,7 +29,7 @@ use crate::job::{
     Work,
 };
 use crate::store::{ActionRecord, NewAction};
-use crate::vault::{KvSecret, KvWrite, VaultError};
+use crate::vault::{KvData, KvSecret, KvWrite, VaultError};
 
 /// Alert raised when a check-and-set write found a version written by someone else.
 pub const CONCURRENT_WRITE: &str = "ConcurrentWrite";
@@ -205,6 +211,26 @@ impl Job for ApiKeyRotator {
 
     async fn run(&self, ctx: &JobContext, req: RunRequest) -> Result<RunReport, JobError> {
         let path = self.config.path.as_str();
+        if !ctx.secret_recorded && !req.dry_run {
+            // The store never saw a secret here: create it straight away, as its first version.
+            // Check-and-set 0 refuses if one exists after all (made by hand, or the store was
+            // lost); the path below then reads it and decides as usual. A write that failed in
+            // transit but reached Vault leaves version 1, which the read below adopts.
+            let mut data = KvData::new();
+            data.insert(
+                self.config.field.clone(),
+                generate(&self.config.format).map_err(JobError::Transient)?,
+            );
+            match ctx.vault.kv_write(path, &data, 0).await {
+                Ok(written) => return self.written(ctx, written, None, Utc::now()).await,
+                // A secret is there after all, or the write failed for another reason (e.g. a
+                // token that may read but not write): the path below reads first, so the job
+                // still learns the secret's age (and an existing one is adopted).
+                Err(e) => {
+                    tracing::debug!(job = %self.job, path, error = %e, "creating the first version directly failed; reading first")
+                }
+            }
+        }
         let current = ctx.vault.kv_read(path).await?;
         let now = Utc::now();
         if let Some(cur) = &current
@@ -234,15 +260,18 @@ impl Job for ApiKeyRotator {
                 alerts: vec![],
             });
         }
-        let existed = current.is_some();
-        let mut data = current.map(|c| c.data).unwrap_or_default();
+        // A secret we create has no custom metadata of someone else's to keep.
+        let (mut data, existing) = match current {
+            Some(c) => (c.data, Some(c.custom_metadata)),
+            None => (KvData::new(), None),
+        };
         data.insert(
             self.config.field.clone(),
             generate(&self.config.format).map_err(JobError::Transient)?,
         );
         crate::failpoint::pause("api-key-before-write").await;
-        let written = match ctx.vault.kv_write(path, &data, cas).await {
-            Ok(w) => w,
+        match ctx.vault.kv_write(path, &data, cas).await {
+            Ok(written) => self.written(ctx, written, existing, now).await,
             Err(VaultError::CasMismatch { .. }) => {
                 let now_there = ctx.vault.kv_read(path).await?;
                 let detail = format!(
@@ -250,25 +279,40 @@ impl Job for ApiKeyRotator {
                     now_there.as_ref().map(|s| s.version).unwrap_or(0)
                 );
                 tracing::warn!(job = %self.job, path, "{detail}");
-                return Ok(RunReport {
+                Ok(RunReport {
                     work: Work::Nothing,
                     inspection: self.inspection(now_there.as_ref()),
                     alerts: vec![self.conflict_signal(true, &detail)],
                     detail,
-                });
+                })
             }
-            Err(e) => return Err(e.into()),
-        };
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl ApiKeyRotator {
+    /// After the new version is written: its `custom_metadata` (keeping `existing`'s other
+    /// keys: `None` for a secret we created, `Some(None)` when the read did not include them),
+    /// the `on_rotate` hook, and the report.
+    async fn written(
+        &self,
+        ctx: &JobContext,
+        written: KvWrite,
+        existing: Option<Option<BTreeMap<String, String>>>,
+        now: DateTime<Utc>,
+    ) -> Result<RunReport, JobError> {
         crate::failpoint::hit("api-key-after-write");
-        // A secret we just created has no custom metadata of someone else's to keep.
-        let existing = if existed {
-            ctx.vault
+        let path = self.config.path.as_str();
+        let existing = match existing {
+            None => BTreeMap::new(),
+            Some(Some(custom)) => custom,
+            Some(None) => ctx
+                .vault
                 .kv_metadata(path)
                 .await?
                 .map(|m| m.custom_metadata)
-                .unwrap_or_default()
-        } else {
-            Default::default()
+                .unwrap_or_default(),
         };
         ctx.vault
             .kv_set_custom_metadata(path, &rotation_metadata(&existing, &self.job, now))

@@ -131,5 +131,6 @@ async fn set_fence(conn: &mut sqlx::PgConnection, token: i64) -> Result<(), sqlx
 impl_store!(
     PostgresStore,
     backend = "postgres",
-    claim_lock = "FOR UPDATE SKIP LOCKED"
+    claim_lock = "FOR UPDATE SKIP LOCKED",
+    power_safe = ("", "")
 );

@@ -5,8 +5,11 @@
 //! sqlx's query builders are generic over the database. So [`impl_store!`] expands one body of
 //! [`Store`](super::Store) methods for each backend's pool type; the only text that differs is
 //! the row-locking clause of `claim_deliveries`, which SQLite does not need (one `UPDATE` holds
-//! its write lock for the whole statement) and PostgreSQL needs (`FOR UPDATE SKIP LOCKED`).
-//! Rows decode through the backend-neutral structs of `rows`.
+//! its write lock for the whole statement) and PostgreSQL needs (`FOR UPDATE SKIP LOCKED`), and
+//! the statements that make one write wait for the disk (`power_safe`): SQLite commits with
+//! `synchronous = NORMAL`, and a database rotation's steps switch that connection to `FULL`
+//! for their commit, which also flushes every commit before it. Rows decode through the
+//! backend-neutral structs of `rows`.
 
 /// The columns of each table that its row struct in `rows` decodes, for `SELECT`/`RETURNING`
 /// lists and `INSERT` column lists.
@@ -60,17 +63,41 @@ macro_rules! sql {
         concat!(
             "INSERT INTO job_states (",
             $crate::store::queries::columns!(job_states),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, \
-             last_run_at = excluded.last_run_at, \
-             last_success_at = excluded.last_success_at, \
-             last_outcome = excluded.last_outcome, \
-             consecutive_failures = excluded.consecutive_failures, \
-             secret_changed_at = excluded.secret_changed_at, \
-             secret_version = excluded.secret_version, \
-             retry_at = excluded.retry_at, \
-             last_error = excluded.last_error"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            $crate::store::queries::sql!(put_job_state_conflict)
         )
+    };
+    (put_job_state_conflict) => {
+        " ON CONFLICT (job) DO UPDATE SET kind = excluded.kind, \
+         last_run_at = excluded.last_run_at, \
+         last_success_at = excluded.last_success_at, \
+         last_outcome = excluded.last_outcome, \
+         consecutive_failures = excluded.consecutive_failures, \
+         secret_changed_at = excluded.secret_changed_at, \
+         secret_version = excluded.secret_version, \
+         retry_at = excluded.retry_at, \
+         last_error = excluded.last_error"
+    };
+}
+
+/// Switches a pooled connection to waiting for the disk at commit (`$sql`; empty: the backend
+/// always does).
+macro_rules! power_safe_on {
+    ($conn:ident, $sql:literal) => {
+        if !$sql.is_empty() {
+            sqlx::query($sql).execute(&mut *$conn).await?;
+        }
+    };
+}
+
+/// Switches it back, whatever the write did; a connection left switched is only slower.
+macro_rules! power_safe_off {
+    ($conn:ident, $sql:literal) => {
+        if !$sql.is_empty()
+            && let Err(e) = sqlx::query($sql).execute(&mut *$conn).await
+        {
+            tracing::warn!(error = %e, "could not switch a state store connection back to NORMAL sync");
+        }
     };
 }
 
@@ -78,7 +105,12 @@ macro_rules! sql {
 /// `sqlx::Pool` of its backend. `$claim_lock` is appended to the subquery that picks the
 /// deliveries to claim.
 macro_rules! impl_store {
-    ($store:ty, backend = $backend:literal, claim_lock = $claim_lock:literal) => {
+    (
+        $store:ty,
+        backend = $backend:literal,
+        claim_lock = $claim_lock:literal,
+        power_safe = ($sync_on:literal, $sync_off:literal)
+    ) => {
         const _: () = {
             use chrono::{DateTime, Utc};
             use $crate::store::rows::{
@@ -199,36 +231,63 @@ macro_rules! impl_store {
                 }
 
                 async fn end_runs(&self, ends: &[RunEnding]) -> Result<(), StoreError> {
-                    let mut tx = self.pool.begin().await?;
-                    for e in ends {
-                        sqlx::query($crate::store::queries::sql!(finish_run))
-                            .bind(e.run_id)
-                            .bind(ms(e.end.finished_at))
-                            .bind(e.end.outcome.as_str())
-                            .bind(e.end.detail.as_deref())
-                            .bind(e.end.error.as_deref())
-                            .execute(&mut *tx)
-                            .await?;
-                        let state = &e.state;
-                        sqlx::query($crate::store::queries::sql!(put_job_state))
-                            .bind(&state.job)
-                            .bind(&state.kind)
-                            .bind(opt_ms(state.last_run_at))
-                            .bind(opt_ms(state.last_success_at))
-                            .bind(state.last_outcome.as_ref().map(|o| o.as_str()))
-                            .bind(i64::from(state.consecutive_failures))
-                            .bind(opt_ms(state.secret_changed_at))
-                            .bind(state.secret_version)
-                            .bind(opt_ms(state.retry_at))
-                            .bind(state.last_error.as_deref())
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("DELETE FROM job_locks WHERE job = $1 AND holder = $2")
-                            .bind(&state.job)
-                            .bind(&e.holder)
-                            .execute(&mut *tx)
-                            .await?;
+                    if ends.is_empty() {
+                        return Ok(());
                     }
+                    // Three statements for the whole batch, each row once, not kept prepared (each
+                    // batch size is a statement of its own: a cache of them costs MiBs and saves
+                    // little next to the round trips the batch saves). One job's endings
+                    // never share a batch (its next run starts after this one is recorded), but
+                    // should they, they are recorded one at a time, in order.
+                    let mut jobs = std::collections::HashSet::new();
+                    if !ends.iter().all(|e| jobs.insert(e.state.job.as_str())) {
+                        for e in ends {
+                            self.end_runs(std::slice::from_ref(e)).await?;
+                        }
+                        return Ok(());
+                    }
+                    let mut tx = self.pool.begin().await?;
+                    let mut runs = sqlx::QueryBuilder::new(
+                        "UPDATE runs SET finished_at = v.column2, outcome = v.column3, \
+                         detail = v.column4, error = v.column5 FROM (",
+                    );
+                    runs.push_values(ends, |mut row, e| {
+                        row.push_bind(e.run_id)
+                            .push_bind(ms(e.end.finished_at))
+                            .push_bind(e.end.outcome.as_str())
+                            .push_bind(e.end.detail.as_deref())
+                            .push_bind(e.end.error.as_deref());
+                    });
+                    runs.push(") AS v WHERE runs.id = v.column1");
+                    runs.build().persistent(false).execute(&mut *tx).await?;
+                    let mut states = sqlx::QueryBuilder::new(concat!(
+                        "INSERT INTO job_states (",
+                        $crate::store::queries::columns!(job_states),
+                        ") "
+                    ));
+                    states.push_values(ends, |mut row, e| {
+                        let state = &e.state;
+                        row.push_bind(&state.job)
+                            .push_bind(&state.kind)
+                            .push_bind(opt_ms(state.last_run_at))
+                            .push_bind(opt_ms(state.last_success_at))
+                            .push_bind(state.last_outcome.as_ref().map(|o| o.as_str()))
+                            .push_bind(i64::from(state.consecutive_failures))
+                            .push_bind(opt_ms(state.secret_changed_at))
+                            .push_bind(state.secret_version)
+                            .push_bind(opt_ms(state.retry_at))
+                            .push_bind(state.last_error.as_deref());
+                    });
+                    states.push($crate::store::queries::sql!(put_job_state_conflict));
+                    states.build().persistent(false).execute(&mut *tx).await?;
+                    let mut unlock = sqlx::QueryBuilder::new(
+                        "DELETE FROM job_locks WHERE (job, holder) IN (",
+                    );
+                    unlock.push_values(ends, |mut row, e| {
+                        row.push_bind(&e.state.job).push_bind(&e.holder);
+                    });
+                    unlock.push(")");
+                    unlock.build().persistent(false).execute(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(())
                 }
@@ -327,7 +386,9 @@ macro_rules! impl_store {
                 // ---- rotation state machines ---------------------------------------------------
 
                 async fn begin_rotation(&self, rotation: &NewRotation) -> Result<i64, StoreError> {
-                    let id: i64 = sqlx::query_scalar(
+                    let mut conn = self.pool.acquire().await?;
+                    $crate::store::queries::power_safe_on!(conn, $sync_on);
+                    let id: Result<i64, sqlx::Error> = sqlx::query_scalar(
                         "INSERT INTO rotations \
                          (job, kind, step, status, detail, started_at, updated_at) \
                          VALUES ($1, $2, $3, 'open', $4, $5, $5) RETURNING id",
@@ -337,9 +398,10 @@ macro_rules! impl_store {
                     .bind(&rotation.step)
                     .bind(rotation.detail.as_deref())
                     .bind(ms(rotation.started_at))
-                    .fetch_one(&self.pool)
-                    .await?;
-                    Ok(id)
+                    .fetch_one(&mut *conn)
+                    .await;
+                    $crate::store::queries::power_safe_off!(conn, $sync_off);
+                    Ok(id?)
                 }
 
                 async fn set_rotation_step(
@@ -350,7 +412,9 @@ macro_rules! impl_store {
                     now: DateTime<Utc>,
                 ) -> Result<(), StoreError> {
                     // A `None` detail keeps the facts recorded by earlier steps.
-                    sqlx::query(
+                    let mut conn = self.pool.acquire().await?;
+                    $crate::store::queries::power_safe_on!(conn, $sync_on);
+                    let done = sqlx::query(
                         "UPDATE rotations SET step = $2, detail = COALESCE($3, detail), \
                          updated_at = $4 WHERE id = $1",
                     )
@@ -358,8 +422,10 @@ macro_rules! impl_store {
                     .bind(step)
                     .bind(detail)
                     .bind(ms(now))
-                    .execute(&self.pool)
-                    .await?;
+                    .execute(&mut *conn)
+                    .await;
+                    $crate::store::queries::power_safe_off!(conn, $sync_off);
+                    done?;
                     Ok(())
                 }
 
@@ -370,7 +436,9 @@ macro_rules! impl_store {
                     detail: Option<&str>,
                     now: DateTime<Utc>,
                 ) -> Result<(), StoreError> {
-                    sqlx::query(
+                    let mut conn = self.pool.acquire().await?;
+                    $crate::store::queries::power_safe_on!(conn, $sync_on);
+                    let done = sqlx::query(
                         "UPDATE rotations SET status = $2, detail = COALESCE($3, detail), \
                          updated_at = $4 WHERE id = $1",
                     )
@@ -378,8 +446,10 @@ macro_rules! impl_store {
                     .bind(status.as_str())
                     .bind(detail)
                     .bind(ms(now))
-                    .execute(&self.pool)
-                    .await?;
+                    .execute(&mut *conn)
+                    .await;
+                    $crate::store::queries::power_safe_off!(conn, $sync_off);
+                    done?;
                     Ok(())
                 }
 
@@ -762,4 +832,6 @@ macro_rules! impl_store {
 
 pub(super) use columns;
 pub(super) use impl_store;
+pub(super) use power_safe_off;
+pub(super) use power_safe_on;
 pub(super) use sql;

@@ -20,6 +20,9 @@ pub struct KvSecret {
     pub data: KvData,
     pub version: u64,
     pub created_time: DateTime<Utc>,
+    /// The secret's `custom_metadata` as the read returned it (`None` if the server's answer
+    /// had none: read the metadata instead).
+    pub custom_metadata: Option<BTreeMap<String, String>>,
 }
 
 /// A KV v2 secret's metadata.

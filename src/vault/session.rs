@@ -599,6 +599,10 @@ impl VaultSession {
             return Ok(None);
         }
         let version = meta.version;
+        let custom_metadata = meta
+            .custom_metadata
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         let created_time = kv::parse_time("created_time", &meta.created_time)
             .map_err(|message| unexpected(path, message))?;
         let data =
@@ -607,6 +611,7 @@ impl VaultSession {
             data,
             version,
             created_time,
+            custom_metadata,
         }))
     }
 
