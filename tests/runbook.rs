@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -132,10 +132,7 @@ impl Site {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let log = common::daemon::log_dir().join(format!("{}-runbook.log", self.cfg.name));
-        let mut old = std::fs::read_to_string(&log).unwrap_or_default();
-        old.push_str(&text);
-        std::fs::write(&log, old).expect("runbook log");
+        common::daemon::append_log(&format!("{}-runbook", self.cfg.name), &text);
         out
     }
 
@@ -173,26 +170,6 @@ fn ok(out: &Output, what: &str) -> String {
     stdout
 }
 
-/// A new age identity (the backup officer's key) and its recipient.
-fn age_identity(dir: &Path) -> (PathBuf, String) {
-    let keygen = Path::new(&env("VS_TEST_AGE_BIN")).with_file_name("age-keygen");
-    let file = dir.join("backup-key.txt");
-    let out = Command::new(keygen)
-        .arg("-o")
-        .arg(&file)
-        .output()
-        .expect("age-keygen");
-    assert!(out.status.success(), "age-keygen: {out:?}");
-    let text = std::fs::read_to_string(&file).expect("identity");
-    record_canaries(text.lines().filter(|l| l.starts_with("AGE-SECRET-KEY-")));
-    let recipient = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .expect("public key")
-        .to_string();
-    (file, recipient)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_runbook_command_does_what_the_runbook_says() {
     let text = std::fs::read_to_string(repo_path(RUNBOOK)).expect("runbook");
@@ -226,7 +203,8 @@ async fn every_runbook_command_does_what_the_runbook_says() {
     assert_eq!(status, 200, "{answer}");
 
     let keys_dir = tempfile::tempdir().expect("tempdir");
-    let (identity, recipient) = age_identity(keys_dir.path());
+    let identity = keys_dir.path().join("backup-key.txt");
+    let recipient = common::age_identity(&identity);
     let s3c = s3::client().await;
     let bucket = s3::bucket(&s3c).await;
     let prefix = unique("runbook");

@@ -37,24 +37,7 @@ struct Keys {
 impl Keys {
     fn new() -> Keys {
         let dir = tempfile::tempdir().expect("tempdir");
-        let age_keygen = Path::new(&env("VS_TEST_AGE_BIN")).with_file_name("age-keygen");
-        let out = Command::new(&age_keygen)
-            .arg("-o")
-            .arg(dir.path().join("age.txt"))
-            .output()
-            .expect("age-keygen");
-        assert!(out.status.success(), "age-keygen: {out:?}");
-        let text = std::fs::read_to_string(dir.path().join("age.txt")).expect("age.txt");
-        let age_recipient = text
-            .lines()
-            .find_map(|l| l.strip_prefix("# public key: "))
-            .expect("public key line")
-            .to_string();
-        let secret = text
-            .lines()
-            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-            .expect("secret key line");
-        record_canaries([secret]);
+        let age_recipient = common::age_identity(&dir.path().join("age.txt"));
         let out = Command::new("ssh-keygen")
             .args([
                 "-q",

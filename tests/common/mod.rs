@@ -79,3 +79,25 @@ pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     std::fs::rename(&tmp, &path).expect("rename secret file");
     path
 }
+
+/// A new age identity made by the real `age-keygen` at `file` (its secret key recorded as a
+/// canary); returns the recipient (`age1…`).
+pub fn age_identity(file: &Path) -> String {
+    let keygen = Path::new(&env("VS_TEST_AGE_BIN")).with_file_name("age-keygen");
+    let out = std::process::Command::new(keygen)
+        .arg("-o")
+        .arg(file)
+        .output()
+        .expect("age-keygen");
+    assert!(out.status.success(), "age-keygen: {out:?}");
+    let text = std::fs::read_to_string(file).expect("age identity");
+    let secret = text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .expect("secret key line");
+    daemon::record_canaries([secret]);
+    text.lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .expect("public key line")
+        .to_string()
+}
