@@ -98,6 +98,25 @@ pub fn snapshot_name(t: DateTime<Utc>) -> String {
     format!("{NAME_PREFIX}{}{SNAPSHOT_SUFFIX}", t.format(NAME_TIME))
 }
 
+/// How long to wait before taking a snapshot at `now` so that its name differs from that of the
+/// newest snapshot, taken at `last`. Names have one-second resolution: a second snapshot in the
+/// same second (a CLI `snapshot` right after a scheduled one) would replace the first. `None`
+/// when the names already differ.
+pub fn name_clash_wait(
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<std::time::Duration> {
+    let last = last?;
+    if snapshot_name(last) != snapshot_name(now) {
+        return None;
+    }
+    let into_second = now.timestamp_subsec_nanos() % 1_000_000_000;
+    // A millisecond past the next second, so that the clock has surely turned.
+    Some(std::time::Duration::from_nanos(
+        u64::from(1_000_000_000 - into_second) + 1_000_000,
+    ))
+}
+
 /// The time in a snapshot's name, if `name` is exactly one of ours.
 pub fn parse_snapshot_name(name: &str) -> Option<DateTime<Utc>> {
     let stamp = name
@@ -148,6 +167,25 @@ pub fn human_size(bytes: u64) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_snapshot_in_the_same_second_waits_for_the_next() {
+        let last = Utc.with_ymd_and_hms(2026, 11, 28, 7, 5, 9).unwrap();
+        let now = last + chrono::Duration::milliseconds(700);
+        let wait = name_clash_wait(Some(last), now).expect("same second: must wait");
+        assert_eq!(wait, std::time::Duration::from_millis(301));
+        let later = now + chrono::Duration::from_std(wait).unwrap();
+        assert_ne!(snapshot_name(later), snapshot_name(last));
+        assert_eq!(name_clash_wait(Some(last), later), None);
+        assert_eq!(name_clash_wait(None, now), None);
+        // A different second (also an earlier one, after a clock step) names differently.
+        for other in [
+            last + chrono::Duration::seconds(1),
+            last - chrono::Duration::seconds(1),
+        ] {
+            assert_eq!(name_clash_wait(Some(last), other), None);
+        }
+    }
 
     #[test]
     fn names_round_trip_and_reject_look_alikes() {

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 
 use crate::backup::pipeline::{self, Destinations, Taken};
 use crate::backup::s3::S3Destination;
-use crate::backup::{BackupError, human_size, local::LocalDestination, source};
+use crate::backup::{self, BackupError, human_size, local::LocalDestination, source};
 use crate::config::RaftSnapshotConfig;
 use crate::job::{
     AlertSignal, Cadence, Inspection, Job, JobContext, JobError, RunReport, RunRequest, Severity,
@@ -321,8 +321,15 @@ impl Job for RaftSnapshotJob {
                 alerts: vec![],
             });
         }
-        let now = Utc::now();
         let mut history = ctx.store.snapshots(&self.job, HISTORY).await?;
+        let mut now = Utc::now();
+        if let Some(wait) = backup::name_clash_wait(history.first().map(|r| r.taken_at), now) {
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return Err(JobError::Cancelled),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            now = Utc::now();
+        }
         let taken = pipeline::take(
             &ctx.vault,
             dests,
