@@ -434,6 +434,13 @@ async fn snapshot_lands_in_s3_and_local_and_the_go_tools_restore_it() {
     let object = s3::get(&client, &bucket, key).await;
     let local_copy = std::fs::read(local.path().join(name)).expect("local copy");
     assert_eq!(object, local_copy, "both destinations got the same bytes");
+    // A small snapshot is one PutObject; it carried the CRC32 of exactly these bytes.
+    {
+        use base64::Engine as _;
+        let crc = base64::engine::general_purpose::STANDARD
+            .encode(crc32fast::hash(&object).to_be_bytes());
+        assert_eq!(s3::stored_crc32(&client, &bucket, key).await, Some(crc));
+    }
     let manifest = Manifest::parse(&s3::get(&client, &bucket, &format!("{key}.json")).await)
         .expect("manifest parses");
     assert_eq!(manifest.job, "snap");
@@ -486,6 +493,45 @@ async fn snapshot_lands_in_s3_and_local_and_the_go_tools_restore_it() {
     let (status, data) = fresh.kv_get(&path, vault.root_token()).await;
     assert_eq!(status, 200, "{data}");
     assert_eq!(data["password"], value.as_str());
+}
+
+/// Names have one-second resolution: snapshots taken back to back (a CLI `snapshot` right after
+/// a scheduled one) must not replace each other; the later one waits for the next second.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_to_back_snapshots_keep_distinct_names() {
+    let vault = RootVault::new();
+    let keys = Keys::new();
+    let token = snapshot_token(&vault).await;
+    let client = s3::client().await;
+    let bucket = s3::bucket(&client).await;
+    let endpoint = env("VS_TEST_S3_ENDPOINT");
+    let local = tempfile::tempdir().expect("tempdir");
+    let target = S3Target {
+        endpoint: &endpoint,
+        bucket: &bucket,
+        prefix: "vault",
+    };
+    let jobs = job_toml("snap", &keys, Some(&target), Some(local.path()), "");
+    let cfg = DaemonConfig::new(&token, &jobs);
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+        assert!(status.success(), "snapshot failed:\n{stdout}\n{stderr}");
+    }
+    let snaps = snapshot_names(&s3::keys(&client, &bucket, "").await);
+    assert_eq!(
+        snaps.len(),
+        3,
+        "three runs in {:?}: {snaps:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        files_in(local.path()).len(),
+        6,
+        "three snapshots, three manifests"
+    );
+    let records = open_store(&cfg).await.snapshots("snap", 10).await.unwrap();
+    assert_eq!(records.len(), 6, "one record per snapshot and destination");
 }
 
 // ---- Done when 2 -----------------------------------------------------------------------------
@@ -729,7 +775,11 @@ async fn a_corrupt_or_cut_snapshot_publishes_nothing_and_alerts() {
     let snaps = snapshot_names(&s3::keys(&client, &bucket, "").await);
     assert_eq!(snaps.len(), 1);
     assert_eq!(files_in(local.path()).len(), 2);
-    // Uploaded in several parts (in parallel), it decrypts to exactly the archive served.
+    // Uploaded in several parts (in parallel), declared as CRC32 (S3 then checks every part and
+    // keeps a checksum of them; without the declaration moto keeps a CRC64NVME instead), it
+    // decrypts to exactly the archive served.
+    let crc = s3::stored_crc32(&client, &bucket, &snaps[0]).await;
+    assert!(crc.is_some(), "the upload declared CRC32");
     let work = tempfile::tempdir().expect("tempdir");
     let encrypted = work.path().join("multi.age");
     std::fs::write(&encrypted, s3::get(&client, &bucket, &snaps[0]).await).unwrap();

@@ -9,15 +9,21 @@
 //! the manifest, then completes the upload. Every other way out — an error, [`S3Upload::abort`],
 //! or dropping the upload (the run timed out or was cancelled) — aborts the multipart upload.
 //!
-//! Checksums: the SDK's default CRC32 trailers are turned off (`WhenRequired`), since several
-//! S3-compatible stores reject them; integrity is ours to check (SHA-256 in the manifest).
+//! Checksums: the SDK's default CRC32 *trailers* are turned off (`WhenRequired`), since several
+//! S3-compatible stores reject aws-chunked bodies. Instead every part (and every single-request
+//! object) carries its CRC32 as a plain `x-amz-checksum-crc32` header, computed as the part fills,
+//! and the upload declares CRC32 when it starts: S3 checks each part on arrival and refuses a
+//! damaged one, and stores that do not know the header ignore it. End-to-end integrity is still
+//! ours to check (SHA-256 in the manifest).
 
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -243,6 +249,8 @@ impl S3Destination {
             .bucket(&self.config.bucket)
             .key(self.key(name))
             .content_type(content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_crc32(crc32_header(crc32fast::hash(&body)))
             .body(ByteStream::from(body));
         if let Some(sse) = &self.config.sse {
             req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
@@ -274,6 +282,7 @@ impl S3Destination {
                 free: free_rx,
                 allocated: 0,
                 buf: None,
+                crc: crc32fast::Hasher::new(),
                 part_size: self.config.part_size,
                 runtime: tokio::runtime::Handle::current(),
             },
@@ -285,9 +294,16 @@ impl S3Destination {
     }
 }
 
-/// A full (or the last) part.
+/// A full (or the last) part, with its CRC32 (S3 checks it on arrival).
 struct Part {
     bytes: Bytes,
+    crc32: u32,
+}
+
+/// A CRC32 as S3 writes it: base64 of the big-endian bytes.
+fn crc32_header(crc: u32) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
 }
 
 /// The writing end of an upload, for the blocking encryption thread. An upload has
@@ -299,6 +315,8 @@ pub struct PartSender {
     free: mpsc::Receiver<Vec<u8>>,
     allocated: usize,
     buf: Option<Vec<u8>>,
+    /// CRC32 of `buf`, computed as it fills (while the bytes are still in cache).
+    crc: crc32fast::Hasher,
     part_size: usize,
     runtime: tokio::runtime::Handle,
 }
@@ -321,6 +339,7 @@ impl PartSender {
             let room = self.part_size - buf.len();
             let (now, rest) = data.split_at(room.min(data.len()));
             buf.extend_from_slice(now);
+            self.crc.update(now);
             data = rest;
             if buf.len() == self.part_size {
                 self.send()?;
@@ -365,6 +384,7 @@ impl PartSender {
         };
         let part = Part {
             bytes: Bytes::from(buf),
+            crc32: std::mem::take(&mut self.crc).finalize(),
         };
         self.tx.blocking_send(part).map_err(|_| UploadGone)
     }
@@ -515,7 +535,8 @@ impl UploadTask {
             .create_multipart_upload()
             .bucket(&self.dest.config.bucket)
             .key(self.dest.key(&self.name))
-            .content_type("application/octet-stream");
+            .content_type("application/octet-stream")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32);
         if let Some(sse) = &self.dest.config.sse {
             req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
         }
@@ -548,6 +569,7 @@ impl UploadTask {
             .key(self.dest.key(&self.name))
             .set_upload_id(self.upload_id.clone())
             .part_number(number)
+            .checksum_crc32(crc32_header(part.crc32))
             .body(ByteStream::from(part.bytes.clone()));
         let location = self.dest.location(&self.name);
         async move {
@@ -558,6 +580,7 @@ impl UploadTask {
             let completed = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
+                .checksum_crc32(crc32_header(part.crc32))
                 .build();
             Ok((completed, part.bytes))
         }
@@ -615,5 +638,45 @@ impl UploadTask {
                 "aborting the multipart upload failed; a bucket lifecycle rule (AbortIncompleteMultipartUpload) cleans it up"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every part carries the CRC32 of exactly its own bytes, whatever the writes' sizes.
+    #[test]
+    fn every_part_carries_its_own_crc32() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let (tx, mut rx) = mpsc::channel(16);
+        let (_free_tx, free_rx) = mpsc::channel(PART_BUFFERS);
+        let mut sender = PartSender {
+            tx,
+            free: free_rx,
+            allocated: 0,
+            buf: None,
+            crc: crc32fast::Hasher::new(),
+            part_size: 1000,
+            runtime: runtime.handle().clone(),
+        };
+        let data: Vec<u8> = (0..3500u32).map(|i| (i * 7 % 251) as u8).collect();
+        for piece in data.chunks(333) {
+            sender.write(piece).expect("write");
+        }
+        sender.finish().expect("finish");
+        let mut parts = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            parts.push(p);
+        }
+        let sizes: Vec<usize> = parts.iter().map(|p| p.bytes.len()).collect();
+        assert_eq!(sizes, [1000, 1000, 1000, 500]);
+        for (part, expected) in parts.iter().zip(data.chunks(1000)) {
+            assert_eq!(&part.bytes[..], expected);
+            assert_eq!(part.crc32, crc32fast::hash(expected));
+        }
+        assert_eq!(crc32_header(0x1234_5678), "EjRWeA==");
     }
 }

@@ -76,6 +76,21 @@ pub async fn open_uploads(client: &Client, bucket: &str, prefix: &str) -> Vec<St
         .collect()
 }
 
+/// The CRC32 the store recorded for `key` (`HeadObject` with checksum mode), as S3 writes it:
+/// base64, with `-PARTS` for a multipart upload's composite checksum.
+pub async fn stored_crc32(client: &Client, bucket: &str, key: &str) -> Option<String> {
+    client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("head {key}: {e:?}"))
+        .checksum_crc32()
+        .map(str::to_string)
+}
+
 pub async fn get(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
     client
         .get_object()
