@@ -3,8 +3,9 @@
 //!
 //! The async side pumps the stream from Vault and hands every chunk (reference-counted, not
 //! copied) to two blocking threads through small bounded channels: the verifier
-//! ([`super::verify::check_archive`]) and the encryptor, which writes age ciphertext into the
-//! local temp file and the S3 part buffers as it goes. When the stream ends, the verifier's
+//! ([`super::verify::check_stream`], which also hashes the plaintext) and the encryptor, which
+//! writes age ciphertext into the local temp file and the S3 part buffers as it goes and hashes
+//! the ciphertext. Each thread does about half of the hashing, so neither alone paces the run. When the stream ends, the verifier's
 //! verdict decides: only a passed archive is published (manifest first, then the snapshot);
 //! anything else aborts the multipart upload and removes the temp file. A destination that fails
 //! does not stop the others: the snapshot is published where it can be, and the failure is
@@ -27,7 +28,7 @@ use super::local::{LocalDestination, LocalSink};
 use super::manifest::{self, Manifest};
 use super::s3::{PartSender, S3Destination, S3Upload};
 use super::source;
-use super::verify::{self, ArchiveFacts, ChunkReader};
+use super::verify::{self, CheckedStream};
 use super::{BackupError, LOCAL, S3, snapshot_name};
 use crate::vault::VaultSession;
 
@@ -68,8 +69,6 @@ pub struct Taken {
 struct Encrypted {
     local: Option<LocalSink>,
     s3_parts_sent: bool,
-    plaintext_sha256: String,
-    plaintext_size: u64,
     ciphertext_sha256: String,
     ciphertext_size: u64,
 }
@@ -124,8 +123,7 @@ pub async fn take(
 
     let (verify_tx, verify_rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     let (encrypt_tx, encrypt_rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-    let verifier =
-        tokio::task::spawn_blocking(move || verify::check_archive(ChunkReader::new(verify_rx)));
+    let verifier = tokio::task::spawn_blocking(move || verify::check_stream(verify_rx));
     let local_error = Arc::new(Mutex::new(None::<String>));
     let sink = CipherSink {
         hasher: Sha256::new(),
@@ -166,7 +164,7 @@ pub async fn take(
     drop(encrypt_tx);
     drop(stream);
 
-    let verdict: Result<ArchiveFacts, String> = match verifier.await {
+    let verdict: Result<CheckedStream, String> = match verifier.await {
         Ok(v) => v,
         Err(e) => Err(format!("the verifier failed: {e}")),
     };
@@ -182,7 +180,7 @@ pub async fn take(
             .map(|m| BackupError::destination(LOCAL, m))
     };
 
-    let facts = match pumped {
+    let checked = match pumped {
         Err(e) => {
             drop(encrypted);
             abort(upload.take()).await;
@@ -201,7 +199,7 @@ pub async fn take(
             return Err(combine(failed));
         }
         Ok(Pumped::Complete | Pumped::VerifierStopped) => match verdict {
-            Ok(facts) => facts,
+            Ok(checked) => checked,
             Err(why) => {
                 drop(encrypted);
                 abort(upload.take()).await;
@@ -231,11 +229,11 @@ pub async fn take(
         snapshot: name.clone(),
         taken_at,
         vault_version,
-        raft_index: facts.raft_index,
-        raft_term: facts.raft_term,
-        state_size: facts.state_size,
-        plaintext_size: encrypted.plaintext_size,
-        plaintext_sha256: encrypted.plaintext_sha256,
+        raft_index: checked.facts.raft_index,
+        raft_term: checked.facts.raft_term,
+        state_size: checked.facts.state_size,
+        plaintext_size: checked.size,
+        plaintext_sha256: checked.sha256,
         ciphertext_size: encrypted.ciphertext_size,
         ciphertext_sha256: encrypted.ciphertext_sha256,
         recipients: recipients.iter().map(|r| encrypt::fingerprint(r)).collect(),
@@ -364,14 +362,10 @@ fn encrypt_stream(
     mut rx: mpsc::Receiver<Bytes>,
     sink: CipherSink,
 ) -> Result<Encrypted, String> {
-    let mut plain = Sha256::new();
-    let mut plain_size = 0u64;
     let mut writer = encryptor
         .wrap_output(sink)
         .map_err(|e| format!("starting encryption: {e}"))?;
     while let Some(chunk) = rx.blocking_recv() {
-        plain.update(&chunk);
-        plain_size += chunk.len() as u64;
         writer
             .write_all(&chunk)
             .map_err(|e| format!("encrypting: {e}"))?;
@@ -391,8 +385,6 @@ fn encrypt_stream(
     Ok(Encrypted {
         local: sink.local.take(),
         s3_parts_sent,
-        plaintext_sha256: hex::encode(plain.finalize()),
-        plaintext_size: plain_size,
         ciphertext_sha256: hex::encode(sink.hasher.finalize_reset()),
         ciphertext_size: sink.size,
     })

@@ -10,10 +10,13 @@
 //! are held in memory; `state.bin` is hashed as it passes.
 //!
 //! [`check_archive`] is synchronous and meant for a blocking thread; [`ChunkReader`] turns a
-//! channel of chunks into the `Read` it consumes.
+//! channel of chunks into the `BufRead` it consumes (without copying them into another buffer).
+//! [`check_stream`] also hashes the whole stream as it arrives: the snapshot pipeline takes the
+//! manifest's plaintext SHA-256 from there, so that the encryption thread does not do that work
+//! as well.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 
 use bytes::{Buf, Bytes};
 use sha2::{Digest, Sha256};
@@ -45,10 +48,32 @@ struct Meta {
     size: u64,
 }
 
+/// The archive's facts, and the SHA-256 and size of the whole stream it arrived as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedStream {
+    pub facts: ArchiveFacts,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Checks the archive arriving on `rx` (see [`check_archive`]), hashing every chunk as it
+/// arrives. A passed check has read the stream to its end, so the sums cover all of it.
+pub fn check_stream(rx: mpsc::Receiver<Bytes>) -> Result<CheckedStream, String> {
+    let mut input = ChunkReader::new(rx);
+    input.hash = Some((Sha256::new(), 0));
+    let facts = check_archive(&mut input)?;
+    let (hasher, size) = input.hash.take().unwrap_or_default();
+    Ok(CheckedStream {
+        facts,
+        sha256: hex::encode(hasher.finalize()),
+        size,
+    })
+}
+
 /// Reads the whole archive from `input` and checks it. The error says what failed, never what
 /// the archive holds.
-pub fn check_archive<R: Read>(input: R) -> Result<ArchiveFacts, String> {
-    let mut gz = flate2::bufread::GzDecoder::new(BufReader::with_capacity(64 * 1024, input));
+pub fn check_archive<R: BufRead>(input: R) -> Result<ArchiveFacts, String> {
+    let mut gz = flate2::bufread::GzDecoder::new(input);
     let mut hashes: BTreeMap<String, ([u8; 32], u64)> = BTreeMap::new();
     let mut meta: Option<Vec<u8>> = None;
     let mut sums: Option<Vec<u8>> = None;
@@ -214,11 +239,13 @@ fn read_error(what: &str, e: &io::Error) -> String {
     }
 }
 
-/// A blocking `Read` over a channel of chunks; the end of the channel is the end of the stream.
-/// For use on a blocking thread only.
+/// A blocking `BufRead` over a channel of chunks; the end of the channel is the end of the
+/// stream. For use on a blocking thread only.
 pub struct ChunkReader {
     rx: mpsc::Receiver<Bytes>,
     current: Bytes,
+    /// SHA-256 and size of every chunk received, when [`check_stream`] asks for them.
+    hash: Option<(Sha256, u64)>,
 }
 
 impl ChunkReader {
@@ -226,21 +253,39 @@ impl ChunkReader {
         ChunkReader {
             rx,
             current: Bytes::new(),
+            hash: None,
         }
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    if let Some((hasher, size)) = &mut self.hash {
+                        hasher.update(&chunk);
+                        *size += chunk.len() as u64;
+                    }
+                    self.current = chunk;
+                }
+                None => break,
+            }
+        }
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.current.advance(n);
     }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -389,5 +434,30 @@ mod tests {
         let facts = check_archive(ChunkReader::new(rx)).unwrap();
         feeder.join().unwrap();
         assert_eq!(facts.raft_index, 7);
+    }
+
+    /// The stream's sums cover every byte, also the chunk that ends after the gzip trailer's
+    /// first bytes; a failed check gives none.
+    #[test]
+    fn check_stream_hashes_the_whole_stream() {
+        let data = archive(&files(&state(), 9));
+        let feed = |data: Vec<u8>| {
+            let (tx, rx) = mpsc::channel(4);
+            let feeder = std::thread::spawn(move || {
+                for c in data.chunks(777) {
+                    tx.blocking_send(Bytes::copy_from_slice(c)).unwrap();
+                }
+            });
+            let result = check_stream(rx);
+            feeder.join().unwrap();
+            result
+        };
+        let checked = feed(data.clone()).unwrap();
+        assert_eq!(checked.facts.raft_index, 9);
+        assert_eq!(checked.sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(checked.size, data.len() as u64);
+        let mut extra = data.clone();
+        extra.extend_from_slice(b"trailing");
+        assert!(feed(extra).is_err());
     }
 }
