@@ -534,6 +534,121 @@ async fn back_to_back_snapshots_keep_distinct_names() {
     assert_eq!(records.len(), 6, "one record per snapshot and destination");
 }
 
+/// A name another writer already took (two jobs or deployments on one prefix or directory) is
+/// never overwritten: S3 writes are conditional (`If-None-Match: *`) and local files are linked
+/// in, not renamed over. The run fails and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_another_writer_took_is_left_alone() {
+    use vault_steward::backup::{manifest_name, snapshot_name};
+    let vault = RootVault::new();
+    let keys = Keys::new();
+    let token = snapshot_token(&vault).await;
+    let client = s3::client().await;
+    let bucket = s3::bucket(&client).await;
+    let endpoint = env("VS_TEST_S3_ENDPOINT");
+    let local = tempfile::tempdir().expect("tempdir");
+    let target = S3Target {
+        endpoint: &endpoint,
+        bucket: &bucket,
+        prefix: "vault",
+    };
+    let jobs = job_toml("snap", &keys, Some(&target), Some(local.path()), "");
+    let cfg = DaemonConfig::new(&token, &jobs);
+    // Every name the next minute could give, taken by "someone else".
+    let now = chrono::Utc::now();
+    let names: Vec<String> = (-2..60)
+        .map(|s| snapshot_name(now + chrono::Duration::seconds(s)))
+        .collect();
+
+    // Round 1: snapshots and manifests are both there.
+    for name in &names {
+        for file in [name.clone(), manifest_name(name)] {
+            s3::put(
+                &client,
+                &bucket,
+                &format!("vault/{file}"),
+                b"foreign".to_vec(),
+            )
+            .await;
+            std::fs::write(local.path().join(&file), b"foreign").unwrap();
+        }
+    }
+    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+    assert!(
+        !status.success(),
+        "published over foreign objects: {stdout}"
+    );
+    assert!(
+        stderr.contains("already exists and was left alone"),
+        "{stderr}"
+    );
+    let check_untouched = |round: &str, expect_manifests: bool| {
+        let (client, bucket, local, names) = (&client, &bucket, local.path(), &names);
+        let round = round.to_string();
+        async move {
+            let keys = s3::keys(client, bucket, "").await;
+            let expected = if expect_manifests {
+                names.len() * 2
+            } else {
+                names.len()
+            };
+            assert_eq!(
+                keys.len(),
+                expected,
+                "{round}: nothing added or removed: {keys:?}"
+            );
+            for key in &keys {
+                assert_eq!(
+                    s3::get(client, bucket, key).await,
+                    b"foreign",
+                    "{round}: {key}"
+                );
+            }
+            assert!(
+                s3::open_uploads(client, bucket, "").await.is_empty(),
+                "{round}: the upload was aborted"
+            );
+            let files = files_in(local);
+            assert_eq!(
+                files.len(),
+                expected,
+                "{round}: no temp file left: {files:?}"
+            );
+            for f in &files {
+                assert_eq!(
+                    std::fs::read(local.join(f)).unwrap(),
+                    b"foreign",
+                    "{round}: {f}"
+                );
+            }
+        }
+    };
+    check_untouched("snapshot and manifest taken", true).await;
+
+    // Round 2: only the snapshots are there; our manifest goes in, then is removed again.
+    for name in &names {
+        let manifest = manifest_name(name);
+        client
+            .delete_object()
+            .bucket(&bucket)
+            .key(format!("vault/{manifest}"))
+            .send()
+            .await
+            .expect("delete");
+        std::fs::remove_file(local.path().join(&manifest)).unwrap();
+    }
+    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+    assert!(
+        !status.success(),
+        "published over foreign objects: {stdout}"
+    );
+    assert!(
+        stderr.contains("already exists and was left alone"),
+        "{stderr}"
+    );
+    check_untouched("snapshot taken", false).await;
+}
+
 // ---- Done when 2 -----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]

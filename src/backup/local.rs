@@ -235,22 +235,51 @@ impl LocalSink {
                 .open(&manifest_tmp)?;
             f.write_all(manifest)?;
             f.sync_all()?;
-            fs::rename(&manifest_tmp, &manifest_path)
+            move_no_replace(&manifest_tmp, &manifest_path)
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&manifest_tmp);
-            return Err(err(format!("writing {}: {e}", manifest_path.display())));
+            return Err(err(publish_error(&manifest_path, &e)));
         }
         let Some(tmp) = self.tmp.take() else {
             return Err(err("snapshot temp file vanished".into()));
         };
-        if let Err(e) = fs::rename(&tmp, &self.target) {
+        if let Err(e) = move_no_replace(&tmp, &self.target) {
             let _ = fs::remove_file(&tmp);
             let _ = fs::remove_file(&manifest_path);
-            return Err(err(format!("renaming into {}: {e}", self.target.display())));
+            return Err(err(publish_error(&self.target, &e)));
         }
         sync_dir(&self.dir)?;
         Ok(self.target.clone())
+    }
+}
+
+/// Moves `from` to `to` unless `to` exists: a snapshot or manifest already there is never
+/// replaced. A hard link does it atomically; on a filesystem without hard links, a check and a
+/// rename (racy only against another writer that the check just missed).
+fn move_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => {
+            // Published; the temp name is only a leftover now.
+            if let Err(e) = fs::remove_file(from) {
+                tracing::warn!(file = %from.display(), error = %e, "removing a temp name after publishing");
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if to.exists() => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+        Err(_) => fs::rename(from, to),
+    }
+}
+
+fn publish_error(path: &Path, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        format!(
+            "{} already exists and was left alone: another job or deployment writes snapshots into this directory; give each its own",
+            path.display()
+        )
+    } else {
+        format!("publishing {}: {e}", path.display())
     }
 }
 

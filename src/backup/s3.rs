@@ -66,6 +66,17 @@ fn err(message: String) -> BackupError {
     BackupError::destination(S3, message)
 }
 
+/// Whether a conditional write failed because the key already exists (412).
+fn taken<E>(e: &aws_sdk_s3::error::SdkError<E>) -> bool {
+    e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
+}
+
+fn already_there(location: &str) -> String {
+    format!(
+        "{location} already exists and was left alone: another job or deployment writes snapshots under this prefix; give each its own"
+    )
+}
+
 /// An SDK error with its causes, each said once (no credentials: the SDK never puts them in
 /// errors). Debug dumps are left out: they repeat the chain and bury the message.
 fn sdk(what: &str, e: impl std::error::Error) -> String {
@@ -255,10 +266,14 @@ impl S3Destination {
         if let Some(sse) = &self.config.sse {
             req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
         }
-        req.send()
-            .await
-            .map(drop)
-            .map_err(|e| sdk(&format!("writing {}", self.location(name)), e))
+        // Never over another object: a name already taken means another writer uses this prefix.
+        req.if_none_match("*").send().await.map(drop).map_err(|e| {
+            if taken(&e) {
+                already_there(&self.location(name))
+            } else {
+                sdk(&format!("writing {}", self.location(name)), e)
+            }
+        })
     }
 
     /// Starts the upload of snapshot `name`: the [`PartSender`] takes ciphertext (on a blocking
@@ -600,17 +615,17 @@ impl UploadTask {
                     .set_parts(Some(self.parts.clone()))
                     .build(),
             )
+            .if_none_match("*")
             .send()
             .await
             .map(drop)
             .map_err(|e| {
-                sdk(
-                    &format!(
-                        "completing the upload of {}",
-                        self.dest.location(&self.name)
-                    ),
-                    e,
-                )
+                let location = self.dest.location(&self.name);
+                if taken(&e) {
+                    already_there(&location)
+                } else {
+                    sdk(&format!("completing the upload of {location}"), e)
+                }
             })
     }
 
