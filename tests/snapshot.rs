@@ -649,6 +649,53 @@ async fn a_name_another_writer_took_is_left_alone() {
     check_untouched("snapshot taken", false).await;
 }
 
+/// A run that died (`kill -9`) leaves its multipart upload open; the next successful run aborts
+/// such uploads once their name says they are a day old, and only ours directly under the prefix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_good_run_aborts_uploads_that_dead_runs_left() {
+    use vault_steward::backup::snapshot_name;
+    let vault = RootVault::new();
+    let keys = Keys::new();
+    let token = snapshot_token(&vault).await;
+    let client = s3::client().await;
+    let bucket = s3::bucket(&client).await;
+    let endpoint = env("VS_TEST_S3_ENDPOINT");
+    let target = S3Target {
+        endpoint: &endpoint,
+        bucket: &bucket,
+        prefix: "vault",
+    };
+    let jobs = job_toml("snap", &keys, Some(&target), None, "");
+    let cfg = DaemonConfig::new(&token, &jobs);
+    let now = chrono::Utc::now();
+    let old = snapshot_name(now - chrono::Duration::hours(25));
+    let recent = snapshot_name(now - chrono::Duration::hours(23));
+    let dead = format!("vault/{old}");
+    let keep = [
+        format!("vault/{recent}"),
+        "vault/notes.bin".to_string(),
+        format!("other/{old}"),
+        format!("vault/sub/{old}"),
+    ];
+    for key in keep.iter().chain([&dead]) {
+        client
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("create upload");
+    }
+    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+    assert!(status.success(), "snapshot failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 abandoned upload(s) aborted"), "{stdout}");
+    let mut open = s3::open_uploads(&client, &bucket, "").await;
+    open.sort();
+    let mut expected = keep.to_vec();
+    expected.sort();
+    assert_eq!(open, expected, "only the day-old upload of ours went");
+}
+
 // ---- Done when 2 -----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]

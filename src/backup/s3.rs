@@ -25,6 +25,7 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
 };
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::manifest::{self, Manifest};
@@ -182,6 +183,70 @@ impl S3Destination {
             }
         }
         Ok(out)
+    }
+
+    /// Aborts the multipart uploads of our snapshots (named like ours, directly under the
+    /// prefix) whose name says they started before `cutoff`. A run that died (`kill -9`, a power
+    /// cut) leaves its upload open, and S3 keeps billing the parts until this or a lifecycle rule
+    /// removes them. Returns how many were aborted.
+    pub async fn abort_abandoned(&self, cutoff: DateTime<Utc>) -> Result<usize, BackupError> {
+        let prefix = self.list_prefix();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        let mut stale = Vec::new();
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.config.bucket)
+                .prefix(&prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    err(sdk(
+                        &format!("listing open uploads under {}", self.location("")),
+                        e,
+                    ))
+                })?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                let started = key.strip_prefix(&prefix).and_then(parse_snapshot_name);
+                if started.is_some_and(|t| t < cutoff) {
+                    stale.push((key.to_string(), id.to_string()));
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        for (key, id) in &stale {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.config.bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| {
+                    err(sdk(
+                        &format!(
+                            "aborting the abandoned upload of s3://{}/{key}",
+                            self.config.bucket
+                        ),
+                        e,
+                    ))
+                })?;
+            tracing::info!(object = %format!("s3://{}/{key}", self.config.bucket), "aborted the multipart upload of a run that died");
+        }
+        Ok(stale.len())
     }
 
     /// Proves the bucket can be listed (for `check --connect`).

@@ -29,6 +29,9 @@ pub const SNAPSHOT_INVALID: &str = "SnapshotInvalid";
 /// The new snapshot's raft index is lower than the previous one's.
 pub const SNAPSHOT_INDEX_REGRESSED: &str = "SnapshotIndexRegressed";
 
+/// An upload of ours that started this long ago belongs to a run that died: no run lasts a day.
+const ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(24);
+
 /// Snapshot records read per run (enough for every retained snapshot of a job).
 const HISTORY: u32 = 100_000;
 
@@ -426,7 +429,18 @@ impl Job for RaftSnapshotJob {
                 });
             }
         };
-        let detail = format!("published {what}; {}", pruned.join(", "));
+        let mut detail = format!("published {what}; {}", pruned.join(", "));
+        if let Some(s3) = &self.destinations().await.s3 {
+            // Cleaning up after dead runs must not fail a good one (nor need more than a warning
+            // when the credentials may not list uploads).
+            match s3.abort_abandoned(now - ABANDONED_AFTER).await {
+                Ok(0) => {}
+                Ok(n) => detail.push_str(&format!("; {n} abandoned upload(s) aborted")),
+                Err(e) => {
+                    tracing::warn!(job = %self.job, error = %e, "could not clean up abandoned uploads")
+                }
+            }
+        }
         Ok(RunReport {
             work: Work::Done,
             inspection: Inspection {
