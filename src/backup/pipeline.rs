@@ -5,11 +5,11 @@
 //! copied) to two blocking threads through small bounded channels: the verifier
 //! ([`super::verify::check_stream`], which also hashes the plaintext) and the encryptor, which
 //! writes age ciphertext into the local temp file and the S3 part buffers as it goes and hashes
-//! the ciphertext. Each thread does about half of the hashing, so neither alone paces the run. When the stream ends, the verifier's
-//! verdict decides: only a passed archive is published (manifest first, then the snapshot);
-//! anything else aborts the multipart upload and removes the temp file. A destination that fails
-//! does not stop the others: the snapshot is published where it can be, and the failure is
-//! reported.
+//! the ciphertext. Each thread does about half of the hashing, so neither alone paces the run.
+//! When the stream ends, the verifier's verdict decides: only a passed archive is published
+//! (manifest first, then the snapshot); anything else aborts the multipart upload and removes
+//! the temp file. A destination that fails does not stop the others: the snapshot is published
+//! where it can be, and the failure is reported.
 //!
 //! If the future is dropped halfway (the run timed out, the daemon stops), the channels close,
 //! the temp file is removed by its guard and the upload task, seeing no decision, aborts.
