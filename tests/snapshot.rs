@@ -495,24 +495,51 @@ async fn snapshot_lands_in_s3_and_local_and_the_go_tools_restore_it() {
     assert_eq!(data["password"], value.as_str());
 }
 
-/// Names have one-second resolution: snapshots taken back to back (a CLI `snapshot` right after
-/// a scheduled one) must not replace each other; the later one waits for the next second.
-#[tokio::test(flavor = "multi_thread")]
-async fn back_to_back_snapshots_keep_distinct_names() {
+/// A `snap` job with its own snapshot-only token, writing under `vault/` in a fresh bucket of the
+/// testbed's S3 and, with `local`, into a fresh directory.
+struct SnapJob {
+    // Kept alive for the job's token.
+    _vault: RootVault,
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    local: tempfile::TempDir,
+    cfg: DaemonConfig,
+}
+
+async fn snap_job(local: bool) -> SnapJob {
     let vault = RootVault::new();
     let keys = Keys::new();
     let token = snapshot_token(&vault).await;
     let client = s3::client().await;
     let bucket = s3::bucket(&client).await;
     let endpoint = env("VS_TEST_S3_ENDPOINT");
-    let local = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
     let target = S3Target {
         endpoint: &endpoint,
         bucket: &bucket,
         prefix: "vault",
     };
-    let jobs = job_toml("snap", &keys, Some(&target), Some(local.path()), "");
-    let cfg = DaemonConfig::new(&token, &jobs);
+    let jobs = job_toml("snap", &keys, Some(&target), local.then(|| dir.path()), "");
+    SnapJob {
+        cfg: DaemonConfig::new(&token, &jobs),
+        _vault: vault,
+        client,
+        bucket,
+        local: dir,
+    }
+}
+
+/// Names have one-second resolution: snapshots taken back to back (a CLI `snapshot` right after
+/// a scheduled one) must not replace each other; the later one waits for the next second.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_to_back_snapshots_keep_distinct_names() {
+    let SnapJob {
+        client,
+        bucket,
+        local,
+        cfg,
+        ..
+    } = snap_job(true).await;
     let started = std::time::Instant::now();
     for _ in 0..3 {
         let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
@@ -540,20 +567,13 @@ async fn back_to_back_snapshots_keep_distinct_names() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_another_writer_took_is_left_alone() {
     use vault_steward::backup::{manifest_name, snapshot_name};
-    let vault = RootVault::new();
-    let keys = Keys::new();
-    let token = snapshot_token(&vault).await;
-    let client = s3::client().await;
-    let bucket = s3::bucket(&client).await;
-    let endpoint = env("VS_TEST_S3_ENDPOINT");
-    let local = tempfile::tempdir().expect("tempdir");
-    let target = S3Target {
-        endpoint: &endpoint,
-        bucket: &bucket,
-        prefix: "vault",
-    };
-    let jobs = job_toml("snap", &keys, Some(&target), Some(local.path()), "");
-    let cfg = DaemonConfig::new(&token, &jobs);
+    let SnapJob {
+        client,
+        bucket,
+        local,
+        cfg,
+        ..
+    } = snap_job(true).await;
     // Every name the next minute could give, taken by "someone else".
     let now = chrono::Utc::now();
     let names: Vec<String> = (-2..60)
@@ -654,19 +674,12 @@ async fn a_name_another_writer_took_is_left_alone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_good_run_aborts_uploads_that_dead_runs_left() {
     use vault_steward::backup::snapshot_name;
-    let vault = RootVault::new();
-    let keys = Keys::new();
-    let token = snapshot_token(&vault).await;
-    let client = s3::client().await;
-    let bucket = s3::bucket(&client).await;
-    let endpoint = env("VS_TEST_S3_ENDPOINT");
-    let target = S3Target {
-        endpoint: &endpoint,
-        bucket: &bucket,
-        prefix: "vault",
-    };
-    let jobs = job_toml("snap", &keys, Some(&target), None, "");
-    let cfg = DaemonConfig::new(&token, &jobs);
+    let SnapJob {
+        client,
+        bucket,
+        cfg,
+        ..
+    } = snap_job(false).await;
     let now = chrono::Utc::now();
     let old = snapshot_name(now - chrono::Duration::hours(25));
     let recent = snapshot_name(now - chrono::Duration::hours(23));
