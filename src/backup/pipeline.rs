@@ -108,8 +108,9 @@ pub async fn take(
         return Err(combine(failed));
     }
 
-    let vault_version = source::vault_version(vault).await;
-    let mut stream = match source::open(vault).await {
+    // Two independent requests: the version for the manifest does not hold up the stream.
+    let (vault_version, opened) = tokio::join!(source::vault_version(vault), source::open(vault));
+    let mut stream = match opened {
         Ok(s) => s,
         Err(e) => {
             // The upload task reads parts until their sender is gone: drop it first, or the
