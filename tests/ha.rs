@@ -777,11 +777,14 @@ async fn leader_cut_from_postgres_stops_and_its_old_token_is_refused() {
             &admin,
             &format!("SELECT count(*) FROM runs WHERE job = 'k{i}' AND outcome = 'success'"),
         )
-        .await;
-        assert_eq!(
-            runs as u64,
-            vs.len() as u64,
-            "{path}: one recorded run per version"
+        .await as u64;
+        // One recorded run per version, except that the SIGSTOP may land between a run's KV
+        // write and its record: that version stays (a valid key, spaced like the others, as
+        // checked above) and its run ends unrecorded once the woken leader finds itself fenced.
+        let versions = vs.len() as u64;
+        assert!(
+            runs == versions || runs + 1 == versions,
+            "{path}: {runs} recorded runs for {versions} versions"
         );
     }
 }
