@@ -498,11 +498,13 @@ async fn snapshot_lands_in_s3_and_local_and_the_go_tools_restore_it() {
 /// A `snap` job with its own snapshot-only token, writing under `vault/` in a fresh bucket of the
 /// testbed's S3 and, with `local`, into a fresh directory.
 struct SnapJob {
-    // Kept alive for the job's token.
-    _vault: RootVault,
+    vault: RootVault,
+    keys: Keys,
     client: aws_sdk_s3::Client,
     bucket: String,
     local: tempfile::TempDir,
+    /// The job file's text (for a second config, e.g. one pointed at another Vault).
+    jobs: String,
     cfg: DaemonConfig,
 }
 
@@ -522,10 +524,12 @@ async fn snap_job(local: bool) -> SnapJob {
     let jobs = job_toml("snap", &keys, Some(&target), local.then(|| dir.path()), "");
     SnapJob {
         cfg: DaemonConfig::new(&token, &jobs),
-        _vault: vault,
+        vault,
+        keys,
         client,
         bucket,
         local: dir,
+        jobs,
     }
 }
 
@@ -713,21 +717,16 @@ async fn a_good_run_aborts_uploads_that_dead_runs_left() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_command_restores_and_verify_catches_corruption() {
-    let vault = RootVault::new();
+    let SnapJob {
+        vault,
+        keys,
+        client,
+        bucket,
+        local,
+        jobs,
+        cfg,
+    } = snap_job(true).await;
     let (path, value) = seed_secret(&vault).await;
-    let keys = Keys::new();
-    let token = snapshot_token(&vault).await;
-    let client = s3::client().await;
-    let bucket = s3::bucket(&client).await;
-    let endpoint = env("VS_TEST_S3_ENDPOINT");
-    let local = tempfile::tempdir().expect("tempdir");
-    let target = S3Target {
-        endpoint: &endpoint,
-        bucket: &bucket,
-        prefix: "vault",
-    };
-    let jobs = job_toml("snap", &keys, Some(&target), Some(local.path()), "");
-    let cfg = DaemonConfig::new(&token, &jobs);
     let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
     assert!(status.success(), "snapshot failed:\n{stdout}\n{stderr}");
 

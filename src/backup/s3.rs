@@ -224,25 +224,26 @@ impl S3Destination {
             }
         }
         for (key, id) in &stale {
-            self.client
-                .abort_multipart_upload()
-                .bucket(&self.config.bucket)
-                .key(key)
-                .upload_id(id)
-                .send()
+            let object = format!("s3://{}/{key}", self.config.bucket);
+            self.abort_upload(key, id)
                 .await
-                .map_err(|e| {
-                    err(sdk(
-                        &format!(
-                            "aborting the abandoned upload of s3://{}/{key}",
-                            self.config.bucket
-                        ),
-                        e,
-                    ))
-                })?;
-            tracing::info!(object = %format!("s3://{}/{key}", self.config.bucket), "aborted the multipart upload of a run that died");
+                .map_err(|e| err(format!("aborting the abandoned upload of {object}: {e}")))?;
+            tracing::info!(object = %object, "aborted the multipart upload of a run that died");
         }
         Ok(stale.len())
+    }
+
+    /// Aborts multipart upload `id` of object `key` (a full key, prefix included).
+    async fn abort_upload(&self, key: &str, id: &str) -> Result<(), String> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk("abort", e))
     }
 
     /// Proves the bucket can be listed (for `check --connect`).

@@ -377,21 +377,16 @@ impl UploadTask {
         };
         let result = self
             .dest
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.dest.config.bucket)
-            .key(self.dest.key(&self.name))
-            .upload_id(&id)
-            .send()
+            .abort_upload(&self.dest.key(&self.name), &id)
             .await;
         match result {
-            Ok(_) => tracing::info!(
+            Ok(()) => tracing::info!(
                 object = %self.dest.location(&self.name),
                 "multipart upload aborted; nothing was published"
             ),
             Err(e) => tracing::error!(
                 object = %self.dest.location(&self.name),
-                error = %sdk("abort", e),
+                error = %e,
                 "aborting the multipart upload failed; a bucket lifecycle rule (AbortIncompleteMultipartUpload) cleans it up"
             ),
         }
