@@ -19,8 +19,14 @@ use std::time::Duration;
 
 use common::daemon::record_canaries;
 use common::db::{Engine, Options, Setup, Strategy, assert_logs_in, assert_refused};
+use common::proxy::Proxy;
 use common::vault::RootVault;
 use common::wait_until;
+
+/// `HOST:PORT` of a server address.
+fn host_port((host, port): (String, u16)) -> String {
+    format!("{host}:{port}")
+}
 
 // ---- Done when 1: new password logs in, the previous one is refused ----------------------
 
@@ -448,55 +454,10 @@ async fn missing_role_fails_clearly_and_the_next_try_uses_a_fresh_password() {
     }
 }
 
-/// A TCP proxy in front of a database that can play "down": it then accepts connections and
-/// closes them at once.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(target: (String, u16)) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if !flag.load(Ordering::Relaxed) {
-                    drop(client);
-                    continue;
-                }
-                let target = target.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
-        Proxy { port, up, task }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn database_down_fails_clearly_and_recovers() {
     for engine in [Engine::Postgres, Engine::Mysql] {
-        let proxy = Proxy::start(engine.server()).await;
+        let proxy = Proxy::start(host_port(engine.server())).await;
         let s = Setup::new(
             engine,
             Strategy::Alternating,
@@ -507,7 +468,7 @@ async fn database_down_fails_clearly_and_recovers() {
         )
         .await;
         let (v0, _, _) = s.current().await;
-        proxy.set_up(false);
+        proxy.cut();
         let (st, out, err) = s.rotate();
         assert!(!st.success());
         let e = assert_failed_cleanly(&s, &out, &err, &format!("127.0.0.1:{}", proxy.port)).await;
@@ -520,11 +481,11 @@ async fn database_down_fails_clearly_and_recovers() {
         // stays open, what KV holds keeps working, and it completes once the database is back.
         #[cfg(feature = "failpoints")]
         {
-            proxy.set_up(true);
+            proxy.heal();
             let (st, _, _) = s.rotate_crashing_at("rotation-apply-done");
             assert!(!st.success());
             let _ = s.pending_password().await;
-            proxy.set_up(false);
+            proxy.cut();
             let (st, out, err) = s.rotate();
             assert!(!st.success(), "{out}{err}");
             let row = s.status();
@@ -542,7 +503,7 @@ async fn database_down_fails_clearly_and_recovers() {
             );
             let (_, user, pw) = s.current().await;
             assert_logs_in(engine, &user, &pw, "KV while the database is down").await;
-            proxy.set_up(true);
+            proxy.heal();
             let (st, out, err) = s.rotate();
             assert!(st.success(), "{out}{err}");
             let (v1, user1, pw1) = s.current().await;
@@ -926,4 +887,94 @@ async fn daemon_killed_mid_rotation_rolls_forward_on_restart() {
     for (fp, engine) in rows {
         println!("{fp:<28} single       {engine:<9} OK: v+1, KV logs in, old refused");
     }
+}
+
+/// A rotation left open (the new password set, the rest not done) whose roll-forward fails
+/// (the database went down) is retried with the usual backoff, not at the job's next `window`
+/// opening: until it completes, consumers may hold a credential the database refuses.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_roll_forward_is_retried_without_waiting_for_the_window() {
+    let engine = Engine::Postgres;
+    let proxy = Proxy::start(host_port(engine.server())).await;
+    let s = Setup::new(
+        engine,
+        Strategy::Single,
+        Options {
+            admin_at: Some(("127.0.0.1".into(), proxy.port)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (v0, user0, pw0) = s.current().await;
+    let (st, _, _) = s.rotate_crashing_at("rotation-apply-done");
+    assert!(!st.success());
+    assert_eq!(s.open_rotations().await, 1);
+    let _ = s.pending_password().await;
+
+    // The window next opens on 1 January; the database is down when the daemon starts.
+    let job_file = s.cfg.dir.path().join("jobs/test.toml");
+    let text = std::fs::read_to_string(&job_file).unwrap();
+    let every = text
+        .lines()
+        .find(|l| l.starts_with("every = "))
+        .expect("every")
+        .to_string();
+    std::fs::write(
+        &job_file,
+        text.replace(&every, "every = \"90d\"\nwindow = \"0 0 0 1 1 *\""),
+    )
+    .unwrap();
+    proxy.cut();
+    let mut d = s.cfg.start(&[]);
+    d.ready().await;
+    let store = s.store().await;
+    let job = s.job.clone();
+    wait_until(Duration::from_secs(20), "the roll-forward to fail", || {
+        let (store, job) = (store.clone(), job.clone());
+        async move {
+            store
+                .job_state(&job)
+                .await
+                .unwrap()
+                .is_some_and(|st| st.consecutive_failures >= 1)
+        }
+    })
+    .await;
+    assert_eq!(
+        s.open_rotations().await,
+        1,
+        "the rotation waits for the database"
+    );
+    proxy.heal();
+    wait_until(Duration::from_secs(30), "the retried roll-forward", || {
+        let (store, job) = (store.clone(), job.clone());
+        async move {
+            store.open_rotations(Some(&job)).await.unwrap().is_empty()
+                && store
+                    .job_state(&job)
+                    .await
+                    .unwrap()
+                    .is_some_and(|st| st.last_success_at.is_some())
+        }
+    })
+    .await;
+    d.terminate(Duration::from_secs(15)).await;
+    assert!(
+        d.log()
+            .contains("retrying it without waiting for the window"),
+        "{}",
+        d.log()
+    );
+    let (v1, user1, pw1) = s.current().await;
+    assert_eq!((v1, &user1), (v0 + 1, &user0), "exactly one rotation");
+    assert_logs_in(engine, &user1, &pw1, "after the roll-forward").await;
+    assert_refused(engine, &user0, &pw0, "after the roll-forward").await;
+    // Done: the window gates the next rotation again.
+    let next = s.status()["next_due"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(next.contains("-01-01T00:00:00"), "next due {next}");
+    s.cleanup().await;
 }

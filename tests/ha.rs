@@ -7,18 +7,15 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, DaemonConfig, record_canaries};
 #[cfg(feature = "failpoints")]
 use common::db::{Engine, Options, Setup, Strategy, assert_logs_in, assert_refused};
+use common::proxy::Proxy;
 use common::vault::RootVault;
 use common::{env, s3, unique, wait_until};
 use sqlx::Connection;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 const TTL_SECS: u64 = 5;
 /// How often a standby campaigns for the lease (a third of `lease_ttl`, see src/leader.rs).
@@ -149,6 +146,22 @@ fn assert_no_double_rotation(
             w[1].0
         );
     }
+}
+
+/// One recorded successful run per KV version of `job`, except one: the leader that lost its
+/// lease (cut off, or stopped) may have been between a run's KV write and the run's record.
+/// That version stays (a valid key, spaced like the others, as `assert_no_double_rotation`
+/// checks) and its run ends unrecorded once the old leader finds itself fenced off.
+async fn assert_runs_match_versions(admin_url: &str, job: &str, path: &str, versions: usize) {
+    let runs = db_scalar(
+        admin_url,
+        &format!("SELECT count(*) FROM runs WHERE job = '{job}' AND outcome = 'success'"),
+    )
+    .await as usize;
+    assert!(
+        runs == versions || runs + 1 == versions,
+        "{path}: {runs} recorded runs for {versions} versions"
+    );
 }
 
 async fn db_scalar(admin_url: &str, sql: &str) -> i64 {
@@ -634,70 +647,6 @@ async fn leader_killed_mid_rotation_standby_completes_it() {
 
 // ---- Done when 3 -------------------------------------------------------------------------------
 
-/// A loopback TCP proxy to PostgreSQL that the test can cut (closing every connection and
-/// refusing new ones) and heal.
-struct Proxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    epoch: tokio::sync::watch::Sender<u64>,
-    stop: CancellationToken,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let (epoch, _) = tokio::sync::watch::channel(0u64);
-        let stop = CancellationToken::new();
-        let (c2, g2, s2) = (cut.clone(), epoch.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let (mut inbound, _) = tokio::select! {
-                    _ = s2.cancelled() => return,
-                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                };
-                if c2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let target = target.clone();
-                let mut killed = g2.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = killed.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            port,
-            cut,
-            epoch,
-            stop,
-        }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        self.epoch.send_modify(|g| *g += 1);
-    }
-
-    fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 /// The leader reaches PostgreSQL through a proxy that the test cuts: it stops acting within
 /// lease_ttl, a standby takes over; when the cut heals the old leader stays a standby, nothing it
 /// held is committed (no double rotation), and the database refuses its old token.
@@ -773,19 +722,7 @@ async fn leader_cut_from_postgres_stops_and_its_old_token_is_refused() {
         let path = format!("secret/{prefix}/k{i}");
         let vs = versions(&vault, &path).await;
         assert_no_double_rotation(&path, &vs, every);
-        let runs = db_scalar(
-            &admin,
-            &format!("SELECT count(*) FROM runs WHERE job = 'k{i}' AND outcome = 'success'"),
-        )
-        .await as u64;
-        // One recorded run per version, except that the SIGSTOP may land between a run's KV
-        // write and its record: that version stays (a valid key, spaced like the others, as
-        // checked above) and its run ends unrecorded once the woken leader finds itself fenced.
-        let versions = vs.len() as u64;
-        assert!(
-            runs == versions || runs + 1 == versions,
-            "{path}: {runs} recorded runs for {versions} versions"
-        );
+        assert_runs_match_versions(&admin, &format!("k{i}"), &path, vs.len()).await;
     }
 }
 
@@ -834,15 +771,6 @@ async fn sigstop_longer_than_the_lease_gives_no_double_rotation() {
         let vs = versions(&vault, &path).await;
         assert!(vs.len() >= 4, "{path}: rotations went on");
         assert_no_double_rotation(&path, &vs, every);
-        let runs = db_scalar(
-            &admin,
-            &format!("SELECT count(*) FROM runs WHERE job = 'k{i}' AND outcome = 'success'"),
-        )
-        .await;
-        assert_eq!(
-            runs as u64,
-            vs.len() as u64,
-            "{path}: one recorded run per version"
-        );
+        assert_runs_match_versions(&admin, &format!("k{i}"), &path, vs.len()).await;
     }
 }

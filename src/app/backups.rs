@@ -7,23 +7,20 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_FAILURE, Failure, connect_vault, jobs, open_store};
+use super::{EXIT_FAILURE, Failure, connect_vault, jobs, open_store, run_by_hand};
 use crate::backup::catalog::Item;
 use crate::backup::pipeline::Destinations;
 use crate::backup::{LOCAL, human_size, restore as restoring};
 use crate::cli::{BackupsCommand, Which};
 use crate::config::{Config, JobSpec, RaftSnapshotConfig};
+use crate::engine::Engine;
 use crate::engine::lock::{JobLock, holder_id};
-use crate::engine::{Engine, RunResult};
 use crate::job::RunRequest;
 use crate::metrics::Metrics;
 use crate::rotate::raft_snapshot::connect_destinations;
-use crate::store::RunTrigger;
 
 /// The settings of raft-snapshot job `name`.
 fn snapshot_job<'a>(cfg: &'a Config, name: &str) -> Result<&'a RaftSnapshotConfig, Failure> {
@@ -52,37 +49,18 @@ pub(super) async fn snapshot(cfg: Config, name: &str) -> Result<ExitCode, Failur
     let vault = connect_vault(&cfg).await?;
     let metrics = Arc::new(Metrics::new().context("building metrics")?);
     let engine = Engine::new(&cfg, jobs.clone(), store, vault, metrics);
-    let cancel = CancellationToken::new();
     let request = RunRequest {
         force: true,
         dry_run: false,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match engine
-            .run_job(&job, RunTrigger::Manual, request, &cancel)
-            .await
-            .context("recording the run")?
-        {
-            RunResult::Ran(report) => {
-                println!("{name}: {}", report.detail);
-                return Ok(ExitCode::SUCCESS);
-            }
-            RunResult::Failed(error) => {
-                eprintln!("{name}: snapshot failed: {error}");
-                return Ok(ExitCode::from(EXIT_FAILURE));
-            }
-            RunResult::Busy if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            RunResult::Busy => {
-                eprintln!(
-                    "{name}: the job is locked by another process (the daemon is taking a snapshot?); try again"
-                );
-                return Ok(ExitCode::from(EXIT_FAILURE));
-            }
-        }
-    }
+    run_by_hand(
+        &engine,
+        &job,
+        request,
+        "snapshot",
+        "the daemon is taking a snapshot",
+    )
+    .await
 }
 
 pub(super) async fn backups(cfg: Config, command: BackupsCommand) -> Result<ExitCode, Failure> {

@@ -18,7 +18,7 @@ pub(super) async fn check(cfg: Config, connect: bool) -> Result<ExitCode, Failur
     // `run` refuses them.
     let mut jobs = Vec::new();
     for jc in &cfg.jobs {
-        match engine::build_jobs_one(jc) {
+        match engine::build_jobs_one(jc, cfg.engine.job_timeout) {
             Ok(j) => jobs.push(j),
             Err(e) => eprintln!("{}: warning: {e}", jc.location),
         }
@@ -102,8 +102,14 @@ pub(super) async fn status(cfg: Config, json: bool) -> Result<ExitCode, Failure>
     let jobs = jobs(&cfg)?;
     let store = open_store(&cfg).await?;
     let states = store.job_states().await.context("reading job state")?;
-    let rows =
-        engine::view::status_rows(&jobs, &states, cfg.alerts.failures_before_alert, Utc::now());
+    let open = engine::view::open_rotation_jobs(&store).await;
+    let rows = engine::view::status_rows(
+        &jobs,
+        &states,
+        &open,
+        cfg.alerts.failures_before_alert,
+        Utc::now(),
+    );
     if json {
         println!(
             "{}",

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
-use crate::engine::{self, EngineJob};
-use crate::job::JobContext;
-use crate::store::{self, Store};
+use crate::engine::{self, Engine, EngineJob, RunResult};
+use crate::job::{JobContext, RunRequest};
+use crate::store::{self, RunTrigger, Store};
 use crate::vault::VaultSession;
 
 /// Exit code for a runtime failure.
@@ -104,6 +104,44 @@ async fn dispatch(command: Command, cfg: Config) -> Result<ExitCode, Failure> {
         Command::Snapshot { job } => backups::snapshot(cfg, &job).await,
         Command::Backups { command } => backups::backups(cfg, command).await,
         Command::Restore { job, which, force } => backups::restore(cfg, &job, which, force).await,
+    }
+}
+
+/// Runs `job` once now through the engine's runner (the daemon's job lock and run records),
+/// waiting up to a minute while another process holds the lock. `what` names the work in the
+/// failure message ("rotation"), `holder` what most likely holds the lock.
+pub(crate) async fn run_by_hand(
+    engine: &Engine,
+    job: &Arc<EngineJob>,
+    request: RunRequest,
+    what: &str,
+    holder: &str,
+) -> Result<ExitCode, Failure> {
+    let name = &job.config.name;
+    let cancel = CancellationToken::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match engine
+            .run_job(job, RunTrigger::Manual, request, &cancel)
+            .await
+            .context("recording the run")?
+        {
+            RunResult::Ran(report) => {
+                println!("{name}: {}", report.detail);
+                return Ok(ExitCode::SUCCESS);
+            }
+            RunResult::Failed(error) => {
+                eprintln!("{name}: {what} failed: {error}");
+                return Ok(ExitCode::from(EXIT_FAILURE));
+            }
+            RunResult::Busy if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            RunResult::Busy => {
+                eprintln!("{name}: the job is locked by another process ({holder}?); try again");
+                return Ok(ExitCode::from(EXIT_FAILURE));
+            }
+        }
     }
 }
 

@@ -3,17 +3,15 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_FAILURE, Failure, connect_vault, context, jobs, open_store};
+use super::{Failure, connect_vault, context, jobs, open_store, run_by_hand};
 use crate::config::Config;
-use crate::engine::{Engine, RunResult};
+use crate::engine::Engine;
 use crate::job::RunRequest;
 use crate::metrics::Metrics;
-use crate::store::RunTrigger;
 
 pub(super) async fn rotate(cfg: Config, name: &str, dry_run: bool) -> Result<ExitCode, Failure> {
     let jobs = jobs(&cfg)?;
@@ -41,31 +39,12 @@ pub(super) async fn rotate(cfg: Config, name: &str, dry_run: bool) -> Result<Exi
     }
     let metrics = Arc::new(Metrics::new().context("building metrics")?);
     let engine = Engine::new(&cfg, jobs.clone(), store, vault, metrics);
-    let cancel = CancellationToken::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match engine
-            .run_job(&job, RunTrigger::Manual, request, &cancel)
-            .await
-            .context("recording the run")?
-        {
-            RunResult::Ran(report) => {
-                println!("{name}: {}", report.detail);
-                return Ok(ExitCode::SUCCESS);
-            }
-            RunResult::Failed(error) => {
-                eprintln!("{name}: rotation failed: {error}");
-                return Ok(ExitCode::from(EXIT_FAILURE));
-            }
-            RunResult::Busy if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            RunResult::Busy => {
-                eprintln!(
-                    "{name}: the job is locked by another process (the daemon is running it?); try again"
-                );
-                return Ok(ExitCode::from(EXIT_FAILURE));
-            }
-        }
-    }
+    run_by_hand(
+        &engine,
+        &job,
+        request,
+        "rotation",
+        "the daemon is running it",
+    )
+    .await
 }

@@ -1,8 +1,9 @@
 //! Job settings: one [`JobConfig`] per `[[job]]`, the kind-specific part in [`JobSpec`].
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{Duration, Location, Schedule};
+use super::{ConfigError, Duration, Location, Schedule};
 
 /// One `[[job]]`.
 #[derive(Debug, Clone)]
@@ -178,4 +179,45 @@ pub struct LocalDestinationConfig {
 #[derive(Debug, Clone)]
 pub struct VaultHealthConfig {
     pub schedule: Schedule,
+}
+
+/// Two `raft-snapshot` jobs that write to one place would take each other's names and prune
+/// each other's snapshots (a job knows its snapshots by their names only). One error for each
+/// job that names a place an earlier job (in file order) already writes to.
+pub(crate) fn shared_snapshot_destinations(jobs: &[JobConfig]) -> Vec<ConfigError> {
+    let mut first: HashMap<String, &JobConfig> = HashMap::new();
+    let mut errors = Vec::new();
+    for job in jobs {
+        let JobSpec::RaftSnapshot(r) = &job.spec else {
+            continue;
+        };
+        let s3 = r.s3.as_ref().map(|s| {
+            let at = s
+                .endpoint
+                .as_deref()
+                .map(|e| format!(" (endpoint {})", e.trim_end_matches('/')))
+                .unwrap_or_default();
+            format!("s3://{}/{}{at}", s.bucket, s.prefix)
+        });
+        let local = r.local.as_ref().map(|l| {
+            let dir: PathBuf = l.dir.components().collect();
+            format!("the directory {}", dir.display())
+        });
+        for place in [s3, local].into_iter().flatten() {
+            if let Some(other) = first.get(&place) {
+                errors.push(ConfigError {
+                    location: job.location.clone(),
+                    message: format!(
+                        "job `{}` writes its snapshots to {place}, as job `{}` at {} does: \
+                         the two would take each other's names and prune each other's \
+                         snapshots; give one of them its own `prefix` or `dir`",
+                        job.name, other.name, other.location
+                    ),
+                });
+            } else {
+                first.insert(place, job);
+            }
+        }
+    }
+    errors
 }

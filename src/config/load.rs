@@ -82,6 +82,7 @@ pub fn load_with_env(
         }
     }
 
+    errors.extend(super::jobs::shared_snapshot_destinations(&jobs));
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -239,6 +240,17 @@ mod tests {
 
     const STEWARD: &str = "[vault]\naddress = \"http://127.0.0.1:8200\"\n[vault.auth]\nmethod = \"approle\"\nrole_id_file = \"role-id\"\nsecret_id_file = \"secret-id\"\n";
 
+    /// A valid steward.toml with its secret files; returns it and the jobs directory's path.
+    fn steward_with_secrets() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.toml");
+        write(&path, STEWARD);
+        secret(&dir.path().join("role-id"), 0o600);
+        secret(&dir.path().join("secret-id"), 0o600);
+        let jobs = dir.path().join("jobs");
+        (dir, path, jobs)
+    }
+
     #[test]
     fn the_examples_in_the_repo_load() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -334,12 +346,7 @@ mod tests {
 
     #[test]
     fn job_files_are_read_in_name_order_and_a_broken_one_does_not_hide_the_others() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("steward.toml");
-        write(&path, STEWARD);
-        secret(&dir.path().join("role-id"), 0o600);
-        secret(&dir.path().join("secret-id"), 0o600);
-        let jobs = dir.path().join("jobs");
+        let (_dir, path, jobs) = steward_with_secrets();
         write(
             &jobs.join("b.toml"),
             "[[job]]\nname = \"b\"\nkind = \"vault-health\"\n",
@@ -372,6 +379,77 @@ mod tests {
         assert_eq!(
             m.last().map(String::as_str),
             Some(format!("{}:3:8: unknown kind `nope`; expected one of: api-key, postgres, mysql, approle-secret-id, reminder, raft-snapshot, vault-health", c.display()).as_str())
+        );
+    }
+
+    #[test]
+    fn two_snapshot_jobs_in_one_place_are_refused() {
+        let (_dir, path, jobs) = steward_with_secrets();
+        let snap = |name: &str, s3: &str, local: &str| {
+            format!(
+                "[[job]]\nname = \"{name}\"\nkind = \"raft-snapshot\"\n\
+                 recipients = [\"age1mf7cn497d8dja0why0wsn8x3hpjrlw8zqwc75a6nhqnkq2danmvsrn9wws\"]\n\
+                 [job.s3]\nbucket = \"b\"\n{s3}\n[job.local]\ndir = \"{local}\"\n"
+            )
+        };
+        write(&jobs.join("a.toml"), &snap("a", "prefix = \"p\"", "snaps"));
+        // Other places: a sub-folder, another store, another directory.
+        write(
+            &jobs.join("b.toml"),
+            &[
+                snap("b1", "prefix = \"p/q\"", "snaps/q"),
+                snap(
+                    "b2",
+                    "prefix = \"p\"\nendpoint = \"http://127.0.0.1:9000\"",
+                    "other",
+                ),
+            ]
+            .concat(),
+        );
+        let cfg = load_with_env(&path, &no_env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.jobs.len(), 3);
+
+        // The same places, written differently.
+        write(
+            &jobs.join("c.toml"),
+            &[
+                snap("c1", "prefix = \"p/\"", "./snaps/"),
+                snap(
+                    "c2",
+                    "prefix = \"p\"\nendpoint = \"http://127.0.0.1:9000/\"",
+                    "x",
+                ),
+            ]
+            .concat(),
+        );
+        let errors = load_with_env(&path, &no_env).unwrap_err();
+        let (a, b, c) = (
+            jobs.join("a.toml"),
+            jobs.join("b.toml"),
+            jobs.join("c.toml"),
+        );
+        let end = "the two would take each other's names and prune each other's snapshots; \
+                   give one of them its own `prefix` or `dir`";
+        assert_eq!(
+            messages(&errors),
+            [
+                format!(
+                    "{c}:1:1: job `c1` writes its snapshots to s3://b/p, as job `a` at {a}:1:1 does: {end}",
+                    c = c.display(),
+                    a = a.display()
+                ),
+                format!(
+                    "{c}:1:1: job `c1` writes its snapshots to the directory {}/snaps, as job `a` at {a}:1:1 does: {end}",
+                    jobs.display(),
+                    c = c.display(),
+                    a = a.display()
+                ),
+                format!(
+                    "{c}:10:1: job `c2` writes its snapshots to s3://b/p (endpoint http://127.0.0.1:9000), as job `b2` at {b}:10:1 does: {end}",
+                    c = c.display(),
+                    b = b.display()
+                ),
+            ]
         );
     }
 

@@ -52,6 +52,13 @@ pub fn next_due(
     }
 }
 
+/// The `window` that gates a job's next start: none while the job has a rotation open. Rolling
+/// it forward (and retrying that after a failure) waits for no window: a half-done rotation may
+/// have left consumers a credential the target refuses.
+pub fn gating_window(window: Option<&Schedule>, rotation_open: bool) -> Option<&Schedule> {
+    if rotation_open { None } else { window }
+}
+
 /// Whether the job should start now.
 pub fn is_due(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     next.is_some_and(|t| t <= now)

@@ -69,12 +69,19 @@ pub enum EngineError {
 
 /// Builds the behaviour of every configured job.
 pub fn build_jobs(config: &Config) -> Result<Vec<Arc<EngineJob>>, EngineError> {
-    config.jobs.iter().map(build_jobs_one).collect()
+    config
+        .jobs
+        .iter()
+        .map(|jc| build_jobs_one(jc, config.engine.job_timeout))
+        .collect()
 }
 
-/// Builds the behaviour of one configured job.
-pub fn build_jobs_one(jc: &JobConfig) -> Result<Arc<EngineJob>, EngineError> {
-    let job = crate::rotate::build(jc).map_err(|message| EngineError::Build {
+/// Builds the behaviour of one configured job; `job_timeout` is `[engine] job_timeout`.
+pub fn build_jobs_one(
+    jc: &JobConfig,
+    job_timeout: crate::config::Duration,
+) -> Result<Arc<EngineJob>, EngineError> {
+    let job = crate::rotate::build(jc, job_timeout).map_err(|message| EngineError::Build {
         job: jc.name.clone(),
         message,
     })?;
@@ -109,6 +116,9 @@ pub struct Engine {
     last_tick_ms: AtomicI64,
     /// The job states the ticks judge due-ness by.
     states: Mutex<states::StateCache>,
+    /// Jobs whose last run failed with a rotation still open: their retries wait for no
+    /// `window` (see [`due::gating_window`]).
+    rolling_forward: Mutex<HashSet<String>>,
 }
 
 impl Engine {
@@ -138,6 +148,7 @@ impl Engine {
             recorder: Mutex::new(None),
             last_tick_ms: AtomicI64::new(Utc::now().timestamp_millis()),
             states: Mutex::new(states::StateCache::default()),
+            rolling_forward: Mutex::new(HashSet::new()),
         }
     }
 

@@ -3,6 +3,7 @@
 //! the metrics and raise or resolve alerts. The same path serves the daemon's ticks and the CLI's
 //! `rotate`, so both leave the same records.
 
+use std::sync::PoisonError;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -285,8 +286,40 @@ impl Engine {
         self.metrics
             .set_secret_changed(name, state.secret_changed_at);
         self.publish_snapshot_metrics(job).await;
+        self.note_rolling_forward(name, matches!(result, RunResult::Failed(_)))
+            .await;
         self.publish_next_due(job, Some(&state), finished_at);
         Ok(result)
+    }
+
+    /// Keeps `rolling_forward` in step with a run's end: a failed run that left its job's
+    /// rotation open puts the job in; any other end takes it out.
+    async fn note_rolling_forward(&self, name: &str, failed: bool) {
+        let open = if failed {
+            match self.store.open_rotations(Some(name)).await {
+                Ok(open) => !open.is_empty(),
+                Err(e) => {
+                    tracing::warn!(job = name, error = %e, "could not look for an open rotation; the retry keeps to the window");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        let mut rolling = self
+            .rolling_forward
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if open {
+            if rolling.insert(name.to_string()) {
+                tracing::warn!(
+                    job = name,
+                    "the failed run left its rotation open; retrying it without waiting for the window"
+                );
+            }
+        } else {
+            rolling.remove(name);
+        }
     }
 
     /// Records a run's end: through the group-commit recorder in the daemon, directly otherwise.
@@ -346,7 +379,13 @@ impl Engine {
         state: Option<&JobState>,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
-        let next = super::due::next_due(&job.cadence, job.config.window.as_ref(), state, now);
+        let open = self
+            .rolling_forward
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(job.config.name.as_str());
+        let window = super::due::gating_window(job.config.window.as_ref(), open);
+        let next = super::due::next_due(&job.cadence, window, state, now);
         self.metrics.set_job_gauge(
             JobGauge::NextRun,
             &job.config.name,

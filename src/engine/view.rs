@@ -1,6 +1,7 @@
 //! Read-only views of the jobs for `status` and `plan`: computed from the configuration, the
 //! state store and (for `plan`) a look at each target, never changing anything.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -8,7 +9,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineJob;
-use super::due::{is_due, next_due};
+use super::due::{gating_window, is_due, next_due};
 use crate::job::JobContext;
 use crate::store::{JobState, Store};
 use crate::vault::VaultSession;
@@ -28,10 +29,12 @@ pub struct StatusRow {
     pub last_error: Option<String>,
 }
 
-/// The status of every job, from persisted state alone.
+/// The status of every job, from persisted state alone; `open` names the jobs with a rotation
+/// open (see [`open_rotation_jobs`]).
 pub fn status_rows(
     jobs: &[Arc<EngineJob>],
     states: &[JobState],
+    open: &HashSet<String>,
     failures_before_alert: u32,
     now: DateTime<Utc>,
 ) -> Vec<StatusRow> {
@@ -39,7 +42,8 @@ pub fn status_rows(
     jobs.iter()
         .map(|job| {
             let state = states.get(job.config.name.as_str()).copied();
-            let next = next_due(&job.cadence, job.config.window.as_ref(), state, now);
+            let window = gating_window(job.config.window.as_ref(), open.contains(&job.config.name));
+            let next = next_due(&job.cadence, window, state, now);
             let failures = state.map(|s| s.consecutive_failures).unwrap_or(0);
             let label = match state {
                 _ if !job.config.enabled => "disabled",
@@ -78,6 +82,17 @@ pub struct PlanRow {
     pub target: String,
 }
 
+/// The jobs that have a rotation open (none when the store cannot say).
+pub async fn open_rotation_jobs(store: &Arc<dyn Store>) -> HashSet<String> {
+    match store.open_rotations(None).await {
+        Ok(open) => open.into_iter().map(|r| r.job).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open rotations");
+            HashSet::new()
+        }
+    }
+}
+
 /// What would happen now and when next, for every job; looks at each target read-only.
 pub async fn plan_rows(
     jobs: &[Arc<EngineJob>],
@@ -85,6 +100,7 @@ pub async fn plan_rows(
     vault: &Arc<VaultSession>,
     now: DateTime<Utc>,
 ) -> Vec<PlanRow> {
+    let open = open_rotation_jobs(store).await;
     let all_states = store.job_states().await.unwrap_or_default();
     let states = super::by_job(&all_states);
     let mut rows = Vec::with_capacity(jobs.len());
@@ -109,12 +125,8 @@ pub async fn plan_rows(
             }
             Err(e) => format!("cannot inspect: {e}"),
         };
-        let next = next_due(
-            &job.cadence,
-            job.config.window.as_ref(),
-            state.as_ref(),
-            now,
-        );
+        let window = gating_window(job.config.window.as_ref(), open.contains(&job.config.name));
+        let next = next_due(&job.cadence, window, state.as_ref(), now);
         let action = if !job.config.enabled {
             "nothing (disabled)".to_string()
         } else if is_due(next, now) {

@@ -20,11 +20,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::config::{JobConfig, JobSpec};
+use crate::config::{Duration, JobConfig, JobSpec};
 use crate::job::{Job, JobContext, JobError};
 
-/// Builds a job kind's behaviour from its settings. Errors name a kind this build lacks.
-pub fn build(config: &JobConfig) -> Result<Arc<dyn Job>, String> {
+/// Builds a job kind's behaviour from its settings; `job_timeout` is `[engine] job_timeout`, the
+/// run time limit of jobs that set no `timeout`. Errors name a kind this build lacks.
+pub fn build(config: &JobConfig, job_timeout: Duration) -> Result<Arc<dyn Job>, String> {
     match &config.spec {
         JobSpec::ApiKey(c) => Ok(Arc::new(api_key::ApiKeyRotator::new(
             &config.name,
@@ -54,6 +55,7 @@ pub fn build(config: &JobConfig) -> Result<Arc<dyn Job>, String> {
         JobSpec::RaftSnapshot(c) => Ok(Arc::new(raft_snapshot::RaftSnapshotJob::new(
             &config.name,
             c.clone(),
+            config.timeout.unwrap_or(job_timeout),
         ))),
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use crate::backup::pipeline::{self, Destinations, Taken};
 use crate::backup::s3::S3Destination;
 use crate::backup::{self, BackupError, human_size, local::LocalDestination, source};
-use crate::config::RaftSnapshotConfig;
+use crate::config::{Duration, RaftSnapshotConfig};
 use crate::job::{
     AlertSignal, Cadence, Inspection, Job, JobContext, JobError, RunReport, RunRequest, Severity,
     Work,
@@ -29,7 +29,8 @@ pub const SNAPSHOT_INVALID: &str = "SnapshotInvalid";
 /// The new snapshot's raft index is lower than the previous one's.
 pub const SNAPSHOT_INDEX_REGRESSED: &str = "SnapshotIndexRegressed";
 
-/// An upload of ours that started this long ago belongs to a run that died: no run lasts a day.
+/// An upload of ours that started a day ago belongs to a run that died, unless runs may last
+/// that long: then twice the run time limit (see [`RaftSnapshotJob::abandoned_after`]).
 const ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(24);
 
 /// Snapshot records read per run (enough for every retained snapshot of a job).
@@ -39,16 +40,31 @@ const HISTORY: u32 = 100_000;
 pub struct RaftSnapshotJob {
     job: String,
     config: RaftSnapshotConfig,
+    /// The run time limit (the job's `timeout`, else `[engine] job_timeout`).
+    timeout: Duration,
     destinations: OnceCell<Destinations>,
 }
 
 impl RaftSnapshotJob {
-    pub fn new(job: &str, config: RaftSnapshotConfig) -> Self {
+    pub fn new(job: &str, config: RaftSnapshotConfig, timeout: Duration) -> Self {
         RaftSnapshotJob {
             job: job.to_string(),
             config,
+            timeout,
             destinations: OnceCell::new(),
         }
+    }
+
+    /// How old (by its snapshot name's time) an upload of this job's must be to count as left
+    /// by a dead run: a day, or twice the run time limit when that is longer, so that a live
+    /// run is never cut.
+    fn abandoned_after(&self) -> chrono::Duration {
+        let twice = self
+            .timeout
+            .0
+            .checked_mul(2)
+            .map(chrono::Duration::from_std);
+        ABANDONED_AFTER.max(twice.and_then(Result::ok).unwrap_or(chrono::Duration::MAX))
     }
 
     /// The job's destinations (the S3 client is built once, on first use).
@@ -430,10 +446,12 @@ impl Job for RaftSnapshotJob {
             }
         };
         let mut detail = format!("published {what}; {}", pruned.join(", "));
-        if let Some(s3) = &self.destinations().await.s3 {
+        if let Some(s3) = &self.destinations().await.s3
+            && let Some(cutoff) = now.checked_sub_signed(self.abandoned_after())
+        {
             // Cleaning up after dead runs must not fail a good one (nor need more than a warning
             // when the credentials may not list uploads).
-            match s3.abort_abandoned(now - ABANDONED_AFTER).await {
+            match s3.abort_abandoned(cutoff).await {
                 Ok(0) => {}
                 Ok(n) => detail.push_str(&format!("; {n} abandoned upload(s) aborted")),
                 Err(e) => {
@@ -481,5 +499,37 @@ mod tests {
         assert_eq!(stale[0].0, "s3");
         assert!(stale_destinations(&records, &["local"], limit, now).is_empty());
         assert!(stale_destinations(&[], &["s3", "local"], limit, now).is_empty());
+    }
+
+    #[test]
+    fn uploads_count_as_abandoned_only_after_a_day_or_twice_the_time_limit() {
+        let job = |timeout: std::time::Duration| {
+            let config = RaftSnapshotConfig {
+                schedule: crate::config::Schedule::parse("0 0 * * * *").unwrap(),
+                retain: Duration::from_secs(3600),
+                min_keep: 1,
+                recipients: Vec::new(),
+                s3: None,
+                local: None,
+            };
+            RaftSnapshotJob::new("snap", config, Duration(timeout))
+        };
+        let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+        assert_eq!(
+            job(std::time::Duration::from_secs(300)).abandoned_after(),
+            chrono::Duration::hours(24)
+        );
+        assert_eq!(
+            job(hours(12)).abandoned_after(),
+            chrono::Duration::hours(24)
+        );
+        assert_eq!(
+            job(hours(30)).abandoned_after(),
+            chrono::Duration::hours(60)
+        );
+        // A limit too long to double leaves no cutoff (no upload is ever abandoned), not a panic.
+        let forever = job(std::time::Duration::MAX).abandoned_after();
+        assert_eq!(forever, chrono::Duration::MAX);
+        assert!(Utc::now().checked_sub_signed(forever).is_none());
     }
 }
