@@ -116,8 +116,8 @@ pub struct Engine {
     last_tick_ms: AtomicI64,
     /// The job states the ticks judge due-ness by.
     states: Mutex<states::StateCache>,
-    /// Jobs whose last run failed with a rotation still open: their retries wait for no
-    /// `window` (see [`due::gating_window`]).
+    /// Jobs whose last run in this term failed with a rotation still open: their retries wait
+    /// for no `window` (see [`due::gating_window`]).
     rolling_forward: Mutex<HashSet<String>>,
 }
 
@@ -169,6 +169,12 @@ impl Engine {
     /// of keys created on the same day) runs back to back instead of `max_concurrent` per tick,
     /// and the tick itself never waits on a job.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), EngineError> {
+        // What an earlier term knew may be stale: another instance may have led meanwhile. The
+        // open rotations are resumed below, and their failures noted again.
+        self.rolling_forward
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let closed = self.store.close_interrupted_runs(Utc::now()).await?;
         for run in &closed {
             tracing::warn!(job = %run.job, run_id = run.id, started_at = %run.started_at, "a run was interrupted by the previous process's death; rolling forward");
