@@ -854,25 +854,10 @@ async fn daemon_killed_mid_rotation_rolls_forward_on_restart() {
             assert_eq!(s.open_rotations().await, 1);
             let _ = s.pending_password().await;
             // Restarted with the production interval: only the resume may change anything.
-            let job_file = s.cfg.dir.path().join("jobs/test.toml");
-            let text = std::fs::read_to_string(&job_file).unwrap();
-            std::fs::write(&job_file, text.replace("every = \"1s\"", "every = \"90d\"")).unwrap();
+            s.set_every_line("every = \"90d\"");
             let mut d = s.cfg.start(&[]);
             d.ready().await;
-            let store = s.store().await;
-            let job = s.job.clone();
-            wait_until(Duration::from_secs(30), "the roll-forward", || {
-                let (store, job) = (store.clone(), job.clone());
-                async move {
-                    store.open_rotations(Some(&job)).await.unwrap().is_empty()
-                        && store
-                            .job_state(&job)
-                            .await
-                            .unwrap()
-                            .is_some_and(|st| st.last_success_at.is_some())
-                }
-            })
-            .await;
+            s.wait_rolled_forward("the roll-forward").await;
             d.terminate(Duration::from_secs(15)).await;
             let (v1, user1, pw1) = s.current().await;
             assert_eq!((v1, &user1), (v0 + 1, &user0), "{fp}: exactly one rotation");
@@ -913,18 +898,7 @@ async fn a_failed_roll_forward_is_retried_without_waiting_for_the_window() {
     let _ = s.pending_password().await;
 
     // The window next opens on 1 January; the database is down when the daemon starts.
-    let job_file = s.cfg.dir.path().join("jobs/test.toml");
-    let text = std::fs::read_to_string(&job_file).unwrap();
-    let every = text
-        .lines()
-        .find(|l| l.starts_with("every = "))
-        .expect("every")
-        .to_string();
-    std::fs::write(
-        &job_file,
-        text.replace(&every, "every = \"90d\"\nwindow = \"0 0 0 1 1 *\""),
-    )
-    .unwrap();
+    s.set_every_line("every = \"90d\"\nwindow = \"0 0 0 1 1 *\"");
     proxy.cut();
     let mut d = s.cfg.start(&[]);
     d.ready().await;
@@ -947,18 +921,7 @@ async fn a_failed_roll_forward_is_retried_without_waiting_for_the_window() {
         "the rotation waits for the database"
     );
     proxy.heal();
-    wait_until(Duration::from_secs(30), "the retried roll-forward", || {
-        let (store, job) = (store.clone(), job.clone());
-        async move {
-            store.open_rotations(Some(&job)).await.unwrap().is_empty()
-                && store
-                    .job_state(&job)
-                    .await
-                    .unwrap()
-                    .is_some_and(|st| st.last_success_at.is_some())
-        }
-    })
-    .await;
+    s.wait_rolled_forward("the retried roll-forward").await;
     d.terminate(Duration::from_secs(15)).await;
     assert!(
         d.log()

@@ -433,6 +433,39 @@ database = "{database}"
             .len()
     }
 
+    /// Waits (up to 30 s) until the job has no rotation open and a success recorded: a daemon
+    /// rolled the open rotation forward.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub async fn wait_rolled_forward(&self, what: &str) {
+        let store = self.store().await;
+        let job = self.job.clone();
+        super::wait_until(std::time::Duration::from_secs(30), what, || {
+            let (store, job) = (store.clone(), job.clone());
+            async move {
+                store.open_rotations(Some(&job)).await.unwrap().is_empty()
+                    && store
+                        .job_state(&job)
+                        .await
+                        .unwrap()
+                        .is_some_and(|st| st.last_success_at.is_some())
+            }
+        })
+        .await;
+    }
+
+    /// Rewrites the job file's `every = …` line as `line`.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub fn set_every_line(&self, line: &str) {
+        let job_file = self.cfg.dir.path().join("jobs/test.toml");
+        let text = std::fs::read_to_string(&job_file).unwrap();
+        let every = text
+            .lines()
+            .find(|l| l.starts_with("every = "))
+            .expect("every")
+            .to_string();
+        std::fs::write(&job_file, text.replace(&every, line)).unwrap();
+    }
+
     pub async fn pending_exists(&self) -> bool {
         self.vault.kv_metadata(&self.pending_path).await.is_some()
     }
