@@ -249,11 +249,7 @@ async fn unreachable_vault_fails_fast() {
     let admin = RootVault::new();
     let dir = tempfile::tempdir().unwrap();
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::daemon::free_port();
     let address = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     let err = VaultSession::connect(&config(
@@ -914,11 +910,7 @@ impl DevTlsBao {
 
     async fn start() -> DevTlsBao {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::daemon::free_port();
         let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
         let child = std::process::Command::new(common::env("VS_TEST_BAO_BIN"))
             .arg("server")

@@ -4,16 +4,29 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::{unique, wait_until};
 
-/// A free loopback port (bound then released).
+/// A loopback port that is free now, for a server a test starts next. It comes from 20000–31999,
+/// below the kernel's ephemeral range (32768–60999 here): a port picked by binding port 0 lies
+/// in that range, where any outgoing connection of a parallel test may take it as its source
+/// port before the server binds it ("Address already in use"). Each test process starts at its
+/// own place in the range and hands out each port once; ports in use are skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        // RabbitMQ's distribution port, on this kind of machine.
+        if port != 25_672 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Where this run's logs and state files are collected for the canary scan.
