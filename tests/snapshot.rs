@@ -597,19 +597,20 @@ async fn a_name_another_writer_took_is_left_alone() {
             std::fs::write(local.path().join(&file), b"foreign").unwrap();
         }
     }
-    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
-    assert!(
-        !status.success(),
-        "published over foreign objects: {stdout}"
-    );
-    assert!(
-        stderr.contains("already exists and was left alone"),
-        "{stderr}"
-    );
-    let check_untouched = |round: &str, expect_manifests: bool| {
-        let (client, bucket, local, names) = (&client, &bucket, local.path(), &names);
+    // A snapshot run fails saying so, and changes nothing of what is there.
+    let refused_and_untouched = |round: &str, expect_manifests: bool| {
+        let (client, bucket, local, names, cfg) = (&client, &bucket, local.path(), &names, &cfg);
         let round = round.to_string();
         async move {
+            let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+            assert!(
+                !status.success(),
+                "{round}: published over foreign objects: {stdout}"
+            );
+            assert!(
+                stderr.contains("already exists and was left alone"),
+                "{round}: {stderr}"
+            );
             let keys = s3::keys(client, bucket, "").await;
             let expected = if expect_manifests {
                 names.len() * 2
@@ -647,7 +648,7 @@ async fn a_name_another_writer_took_is_left_alone() {
             }
         }
     };
-    check_untouched("snapshot and manifest taken", true).await;
+    refused_and_untouched("snapshot and manifest taken", true).await;
 
     // Round 2: only the snapshots are there; our manifest goes in, then is removed again.
     for name in &names {
@@ -661,16 +662,7 @@ async fn a_name_another_writer_took_is_left_alone() {
             .expect("delete");
         std::fs::remove_file(local.path().join(&manifest)).unwrap();
     }
-    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
-    assert!(
-        !status.success(),
-        "published over foreign objects: {stdout}"
-    );
-    assert!(
-        stderr.contains("already exists and was left alone"),
-        "{stderr}"
-    );
-    check_untouched("snapshot taken", false).await;
+    refused_and_untouched("snapshot taken", false).await;
 }
 
 /// A run that died (`kill -9`) leaves its multipart upload open; the next successful run aborts

@@ -379,11 +379,13 @@ impl Engine {
         state: Option<&JobState>,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
-        let open = self
-            .rolling_forward
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(job.config.name.as_str());
+        // Only a job with a window needs the set (this runs for every job on every tick).
+        let open = job.config.window.is_some()
+            && self
+                .rolling_forward
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(job.config.name.as_str());
         let window = super::due::gating_window(job.config.window.as_ref(), open);
         let next = super::due::next_due(&job.cadence, window, state, now);
         self.metrics.set_job_gauge(
