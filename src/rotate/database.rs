@@ -270,7 +270,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
     async fn admin(&self, ctx: &JobContext) -> Result<(AdminLogin, Endpoint), JobError> {
         let path = self.config.admin_path.as_str();
         let secret =
-            ctx.vault.kv_read(path).await?.ok_or_else(|| {
+            ctx.kv.kv_read(path).await?.ok_or_else(|| {
                 JobError::Permanent(format!("no admin login at {path} (admin_path)"))
             })?;
         let admin = AdminLogin::from_kv(&secret.data)
@@ -332,7 +332,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
                 vec!["read", "delete"],
             ),
         ] {
-            let caps = match ctx.vault.kv_capabilities(path).await {
+            let caps = match ctx.kv.kv_capabilities(path).await {
                 Ok(c) => c,
                 // Without sys/capabilities-self (a token without the default policy) the steps
                 // themselves find out; a refused commit is rolled back.
@@ -369,7 +369,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         ctx: &JobContext,
         rotation: &Rotation<Detail>,
     ) -> Result<Option<SecretString>, JobError> {
-        let Some(secret) = ctx.vault.kv_read(&rotation.detail.pending_path).await? else {
+        let Some(secret) = ctx.kv.kv_read(&rotation.detail.pending_path).await? else {
             return Ok(None);
         };
         let ours = field(&secret.data, "rotation").as_deref() == Some(&rotation.id.to_string())
@@ -393,7 +393,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         }
         let path = rotation.detail.pending_path.as_str();
         let cas = ctx
-            .vault
+            .kv
             .kv_metadata(path)
             .await?
             .map(|m| m.current_version)
@@ -406,7 +406,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         data.insert("username".into(), rotation.detail.target.clone().into());
         data.insert("rotation".into(), rotation.id.to_string().into());
         data.insert("job".into(), self.job.clone().into());
-        ctx.vault.kv_write(path, &data, cas).await?;
+        ctx.kv.kv_write(path, &data, cas).await?;
         Ok(())
     }
 
@@ -422,11 +422,11 @@ impl<E: DbEngine> DatabaseRotator<E> {
         let path = self.config.path.as_str();
         let target = rotation.detail.target.as_str();
         let expected = rotation.detail.consumer_version;
-        let current = ctx.vault.kv_read(path).await?;
+        let current = ctx.kv.kv_read(path).await?;
         let version = match &current {
             Some(c) => c.version,
             None => ctx
-                .vault
+                .kv
                 .kv_metadata(path)
                 .await?
                 .map(|m| m.current_version)
@@ -453,7 +453,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
                 at,
             )
             .map_err(JobError::Permanent)?;
-            match ctx.vault.kv_write(path, &data, expected).await {
+            match ctx.kv.kv_write(path, &data, expected).await {
                 Ok(_) => {}
                 Err(VaultError::CasMismatch { .. }) => {
                     return Ok(Commit::Conflict(format!(
@@ -468,12 +468,12 @@ impl<E: DbEngine> DatabaseRotator<E> {
             crate::failpoint::hit("rotation-commit-written");
         }
         let existing = ctx
-            .vault
+            .kv
             .kv_metadata(path)
             .await?
             .map(|m| m.custom_metadata)
             .unwrap_or_default();
-        ctx.vault
+        ctx.kv
             .kv_set_custom_metadata(path, &rotation_metadata(&existing, &self.job, Utc::now()))
             .await?;
         Ok(Commit::Done)
@@ -597,7 +597,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
                     self.delete_pending(ctx, &rotation).await?;
                     protocol::done(STEP_CLEANUP);
                     proto.finish(&rotation, RotationStatus::Finished).await?;
-                    let current = ctx.vault.kv_read(&self.config.path).await?;
+                    let current = ctx.kv.kv_read(&self.config.path).await?;
                     let version = current.as_ref().map(|c| c.version).unwrap_or(0);
                     let detail = if fresh {
                         format!(
@@ -694,7 +694,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
             "{detail}; the hand-written version counts as the rotation{}",
             restored.map(|r| format!(" ({r})")).unwrap_or_default()
         );
-        let current = ctx.vault.kv_read(&self.config.path).await?;
+        let current = ctx.kv.kv_read(&self.config.path).await?;
         Ok(RunReport {
             work: Work::Nothing,
             inspection: self.inspection(current.as_ref(), None),
@@ -711,7 +711,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         rotation: &Rotation<Detail>,
     ) -> Result<Option<String>, JobError> {
         let target = rotation.detail.target.as_str();
-        let Some(current) = ctx.vault.kv_read(&self.config.path).await? else {
+        let Some(current) = ctx.kv.kv_read(&self.config.path).await? else {
             return Ok(None);
         };
         if field(&current.data, "username").as_deref() != Some(target) {
@@ -763,7 +763,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         ctx: &JobContext,
         rotation: &Rotation<Detail>,
     ) -> Result<(), JobError> {
-        match ctx.vault.kv_delete_all(&rotation.detail.pending_path).await {
+        match ctx.kv.kv_delete_all(&rotation.detail.pending_path).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_retryable() => Err(e.into()),
             // A policy without delete leaves a copy behind at a path only the steward reads;
@@ -800,7 +800,7 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
     }
 
     async fn inspect(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
-        let current = ctx.vault.kv_read(&self.config.path).await?;
+        let current = ctx.kv.kv_read(&self.config.path).await?;
         let open = self.protocol(ctx).open::<Detail>().await?;
         Ok(self.inspection(current.as_ref(), open.as_ref()))
     }
@@ -827,7 +827,7 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
         let proto = self.protocol(ctx);
         if let Some(open) = proto.open::<Detail>().await? {
             if req.dry_run {
-                let current = ctx.vault.kv_read(&self.config.path).await?;
+                let current = ctx.kv.kv_read(&self.config.path).await?;
                 return Ok(RunReport {
                     work: Work::Nothing,
                     detail: format!(
@@ -842,7 +842,7 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
             return self.drive(ctx, &proto, open, false).await;
         }
         let path = self.config.path.as_str();
-        let current = ctx.vault.kv_read(path).await?;
+        let current = ctx.kv.kv_read(path).await?;
         if let Some(cur) = &current
             && !req.force
             && cur.created_time + self.config.every.as_chrono() > Utc::now()
@@ -860,7 +860,7 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
         let consumer_version = match &current {
             Some(c) => c.version,
             None => ctx
-                .vault
+                .kv
                 .kv_metadata(path)
                 .await?
                 .map(|m| m.current_version)
