@@ -9,7 +9,10 @@
 //! before asking Vault for a secret-id) → `write` (new accessor recorded before the KV write) →
 //! finished — and a crash at any step is rolled forward at the next run: a new secret-id that
 //! reached KV is kept and the old one scheduled for destruction; one that did not is destroyed,
-//! since nobody can ever use it. A check-and-set conflict (someone wrote the secret by hand)
+//! since nobody can ever use it. Before deciding, the resume fences KV: it writes the current
+//! data again with check-and-set on the current version, so that the interrupted rotation's own
+//! write — still in flight from a paused or deposed instance — fails its check-and-set instead of
+//! publishing a destroyed secret-id. A run that gave an interrupted rotation up rotates at once. A check-and-set conflict (someone wrote the secret by hand)
 //! destroys the unused new secret-id and raises `ConcurrentWrite`.
 
 use std::collections::BTreeMap;
@@ -217,22 +220,55 @@ impl ApproleSecretIdRotator {
         Ok(())
     }
 
-    /// Rolls forward rotations a crash left open. Returns a note for the run's detail.
-    async fn resume(&self, ctx: &JobContext) -> Result<Option<String>, JobError> {
+    /// Rolls forward rotations a crash left open. Returns a note for the run's detail, and
+    /// whether a rotation was given up (it was wanted, so this run rotates whatever KV's age).
+    async fn resume(&self, ctx: &JobContext) -> Result<Option<(String, bool)>, JobError> {
         let open = ctx.store.open_rotations(Some(&self.job)).await?;
         if open.is_empty() {
             return Ok(None);
         }
-        let current = ctx.kv.kv_read(&self.config.path).await?;
-        let in_kv = current
-            .as_ref()
-            .and_then(|c| c.data.get(ACCESSOR))
-            .map(|a| a.expose_secret().to_string());
+        // Fenced first, so that what KV holds now is final for the interrupted rotations.
+        let in_kv = self.fence(ctx).await?;
         let mut notes = Vec::new();
+        let mut abandoned = false;
         for rec in open {
-            notes.push(self.resume_one(ctx, &rec, in_kv.as_deref()).await?);
+            let (note, gave_up) = self.resume_one(ctx, &rec, in_kv.as_deref()).await?;
+            notes.push(note);
+            abandoned |= gave_up;
         }
-        Ok(Some(notes.join("; ")))
+        Ok(Some((notes.join("; "), abandoned)))
+    }
+
+    /// Makes any KV write still in flight from an interrupted rotation fail: the current data
+    /// is written again unchanged (an empty version where there is none) with check-and-set on
+    /// the current version, so a paused or deposed instance's check-and-set on the version it
+    /// read no longer matches. Called before deciding what to destroy: without it, a secret-id
+    /// destroyed here could still be published by that instance, and nothing would notice
+    /// until the next rotation. Returns the accessor KV holds (for good, now).
+    async fn fence(&self, ctx: &JobContext) -> Result<Option<String>, JobError> {
+        let path = self.config.path.as_str();
+        let (data, cas) = match ctx.kv.kv_read(path).await? {
+            Some(current) => (current.data, current.version),
+            None => (
+                Default::default(),
+                ctx.kv
+                    .kv_metadata(path)
+                    .await?
+                    .map(|m| m.current_version)
+                    .unwrap_or(0),
+            ),
+        };
+        let in_kv = data.get(ACCESSOR).map(|a| a.expose_secret().to_string());
+        crate::failpoint::hit("approle-before-fence");
+        match ctx.kv.kv_write(path, &data, cas).await {
+            Ok(_) => Ok(in_kv),
+            // Someone (perhaps that very instance) wrote meanwhile: decide again from the new
+            // version at the next try.
+            Err(VaultError::CasMismatch { .. }) => Err(JobError::Transient(format!(
+                "{path} changed while an interrupted rotation was being fenced; trying again"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn resume_one(
@@ -240,14 +276,14 @@ impl ApproleSecretIdRotator {
         ctx: &JobContext,
         rec: &RotationRecord,
         in_kv: Option<&str>,
-    ) -> Result<String, JobError> {
+    ) -> Result<(String, bool), JobError> {
         let progress: Progress = rec
             .detail
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok())
             .unwrap_or_default();
         let now = Utc::now();
-        let note = match progress.new_accessor.as_deref() {
+        let (note, gave_up) = match progress.new_accessor.as_deref() {
             Some(new) if in_kv == Some(new) => {
                 // The write landed: finish what the crash interrupted.
                 if let Some(old) = &progress.old_accessor {
@@ -257,13 +293,15 @@ impl ApproleSecretIdRotator {
                 ctx.store
                     .finish_rotation(rec.id, RotationStatus::Finished, Some("resumed"), now)
                     .await?;
-                format!(
+                let note = format!(
                     "resumed rotation {}: the new secret-id was already in KV",
                     rec.id
-                )
+                );
+                (note, false)
             }
             Some(new) => {
-                // Issued but never stored: no one can use it, so it goes at once.
+                // Issued but not stored (and, KV being fenced, it never will be): no one can
+                // use it, so it goes at once.
                 Self::destroy(ctx, self.mount(), &self.config.role, new).await?;
                 ctx.store
                     .finish_rotation(
@@ -273,10 +311,11 @@ impl ApproleSecretIdRotator {
                         now,
                     )
                     .await?;
-                format!(
+                let note = format!(
                     "abandoned rotation {}: destroyed its unused secret-id",
                     rec.id
-                )
+                );
+                (note, true)
             }
             None => {
                 // Interrupted while asking Vault: a secret-id may exist that nobody knows; it
@@ -290,14 +329,15 @@ impl ApproleSecretIdRotator {
                         now,
                     )
                     .await?;
-                format!(
+                let note = format!(
                     "abandoned rotation {}: destroyed {destroyed} orphaned secret-id(s)",
                     rec.id
-                )
+                );
+                (note, true)
             }
         };
         tracing::warn!(job = %self.job, rotation = rec.id, "{note}");
-        Ok(note)
+        Ok((note, gave_up))
     }
 
     /// Destroys secret-ids of the role issued by rotation `rotation_id` and not in KV.
@@ -374,15 +414,22 @@ impl Job for ApproleSecretIdRotator {
 
     async fn run(&self, ctx: &JobContext, req: RunRequest) -> Result<RunReport, JobError> {
         let path = self.config.path.as_str();
-        let resumed = if req.dry_run {
-            None
+        let (resumed, interrupted) = if req.dry_run {
+            (None, false)
         } else {
-            self.resume(ctx).await?
+            match self.resume(ctx).await? {
+                Some((note, abandoned)) => (Some(note), abandoned),
+                None => (None, false),
+            }
         };
         let current = ctx.kv.kv_read(path).await?;
         let now = Utc::now();
+        // Not due while the secret is young and holds a secret-id; a rotation that a crash
+        // interrupted was due (or forced), and a fence may have left a version without one.
         if let Some(cur) = &current
             && !req.force
+            && !interrupted
+            && cur.data.contains_key(SECRET_ID)
             && cur.created_time + self.config.every.as_chrono() > now
         {
             let mut detail = format!(

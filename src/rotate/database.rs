@@ -25,10 +25,17 @@
 //! fails with it ends the rotation as abandoned (`abandon` step): the pending password is
 //! deleted, so the next try starts with a fresh one. If the role's password may already have
 //! changed and the consumers' secret points at that role (strategy `single`, or a hand-written
-//! secret), the consumers' current password is put back on the role first, so what consumers
-//! read keeps working. A secret written by hand during the rotation is never overwritten
-//! (`ConcurrentWrite`); the hand-written value wins. An unreachable database or Vault leaves the
-//! rotation open at its step, to be resumed by the next run or the next start.
+//! secret), the consumers' current password is put back on the role first (unless it still logs
+//! in), so what consumers read keeps working; before that, the consumers' secret is rewritten
+//! unchanged with check-and-set (a fence), so that a commit of this rotation still in flight
+//! cannot land afterwards. Should the role refuse the consumers' password back, the pending
+//! password may be the only one it takes: it is kept, the rotation stays open at `abandon` and
+//! `RotationStuck` (critical) fires until a retry succeeds. A resumed `apply` first tries a
+//! login with the pending password and goes on if it works (the ALTER ran before the crash). A
+//! secret written by hand during the rotation is never overwritten (`ConcurrentWrite`); the
+//! hand-written value wins. An unreachable database or Vault, or a statement the server gave up
+//! on (timeout, lock timeout, deadlock, serialization failure), leaves the rotation open at its
+//! step, to be resumed by the next run or the next start.
 //!
 //! Strategies: `single` changes the one role's password in place (consumers holding the old one
 //! fail until they re-read KV — between `apply` and `commit` the KV value is already refused);
@@ -46,6 +53,7 @@ use zeroize::Zeroizing;
 use super::api_key::CONCURRENT_WRITE;
 use super::protocol::{self, Protocol, Rotation};
 use super::rotation_metadata;
+use crate::alert::ROTATION_STUCK;
 use crate::config::{DatabaseConfig, DbStrategy};
 use crate::job::{
     AlertSignal, Cadence, Inspection, Job, JobContext, JobError, RunReport, RunRequest, Severity,
@@ -184,6 +192,14 @@ pub struct DatabaseRotator<E: DbEngine> {
     config: DatabaseConfig,
     pending_path: String,
     engine: E,
+}
+
+/// The outcome of putting the consumers' password back on the target.
+enum Restore {
+    /// Nothing (more) to do; what was done, for the run record.
+    Done(Option<String>),
+    /// The target refused it: it may hold the pending password only.
+    Refused(String),
 }
 
 /// The outcome of the commit step.
@@ -489,6 +505,9 @@ impl<E: DbEngine> DatabaseRotator<E> {
         fresh: bool,
     ) -> Result<RunReport, JobError> {
         let resumed_from = rotation.step.clone();
+        // Whether the step at hand was recorded by an earlier run: its side effect may have
+        // happened already (only the first step a resumed run looks at).
+        let mut resumed = !fresh;
         loop {
             if ctx.cancel.is_cancelled() {
                 return Err(JobError::Cancelled);
@@ -515,16 +534,35 @@ impl<E: DbEngine> DatabaseRotator<E> {
                         return self.abandon(ctx, proto, rotation, reason, true).await;
                     };
                     let (admin, at) = self.admin(ctx).await?;
-                    match self
-                        .engine
-                        .set_password(&admin, &at, &target, &password)
-                        .await
-                    {
+                    // A resumed step may find its ALTER done (a crash after it, or an answer
+                    // lost after the commit): then the role already takes the pending password,
+                    // and setting it again could be refused (a password-reuse policy).
+                    let applied = resumed
+                        && match self.engine.login(&at, &target, &password).await {
+                            Ok(()) => true,
+                            Err(e @ DbError::Unreachable(_)) => {
+                                return Err(self.db_failure(
+                                    &format!("testing the pending password of {target}"),
+                                    &at,
+                                    e,
+                                ));
+                            }
+                            Err(_) => false,
+                        };
+                    match if applied {
+                        Ok(())
+                    } else {
+                        self.engine
+                            .set_password(&admin, &at, &target, &password)
+                            .await
+                    } {
                         Ok(()) => {}
                         Err(DbError::Refused(e)) => {
                             let reason =
                                 format!("{} refused the new password for {target}: {e}", E::KIND);
-                            return self.abandon(ctx, proto, rotation, reason, false).await;
+                            // After a resume the role's password may be anything an earlier
+                            // try left: put the consumers' one back.
+                            return self.abandon(ctx, proto, rotation, reason, resumed).await;
                         }
                         Err(e) => {
                             return Err(self.db_failure(
@@ -615,7 +653,10 @@ impl<E: DbEngine> DatabaseRotator<E> {
                     return Ok(RunReport {
                         work: Work::Done,
                         inspection,
-                        alerts: vec![self.conflict_signal(false, &detail)],
+                        alerts: vec![
+                            self.conflict_signal(false, &detail),
+                            self.stuck_signal(false, &detail),
+                        ],
                         detail,
                     });
                 }
@@ -625,6 +666,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
                     return self.abandon(ctx, proto, rotation, reason, true).await;
                 }
             }
+            resumed = false;
         }
     }
 
@@ -646,31 +688,41 @@ impl<E: DbEngine> DatabaseRotator<E> {
 
     /// Step `abandon`: put the consumers' password back on the target if needed, delete the
     /// pending password (so the next try starts afresh) and close the rotation. Fails the run
-    /// with the reason.
+    /// with the reason. When the target refuses the consumers' password back, the pending
+    /// password may be the only one it takes: it is kept, the rotation stays open and
+    /// `RotationStuck` fires.
     async fn finish_abandon(
         &self,
         ctx: &JobContext,
         proto: &Protocol,
         rotation: Rotation<Detail>,
     ) -> Result<RunReport, JobError> {
+        let reason = rotation
+            .detail
+            .reason
+            .clone()
+            .unwrap_or_else(|| "abandoned".into());
         let restored = if rotation.detail.restore {
-            self.restore_current(ctx, &rotation).await?
+            match self.restore_current(ctx, &rotation).await? {
+                Restore::Refused(why) => return Err(self.stuck(&rotation, &reason, &why, vec![])),
+                Restore::Done(done) => done,
+            }
         } else {
             None
         };
         self.delete_pending(ctx, &rotation).await?;
         protocol::done(STEP_ABANDON);
         proto.finish(&rotation, RotationStatus::Abandoned).await?;
-        let reason = rotation
-            .detail
-            .reason
-            .clone()
-            .unwrap_or_else(|| "abandoned".into());
-        Err(JobError::Permanent(format!(
+        let text = format!(
             "{reason}; rotation {} abandoned{}, the next try uses a fresh password",
             rotation.id,
             restored.map(|r| format!(", {r}")).unwrap_or_default()
-        )))
+        );
+        let resolved = self.stuck_signal(false, &text);
+        Err(JobError::WithAlerts {
+            error: Box::new(JobError::Permanent(text)),
+            alerts: vec![resolved],
+        })
     }
 
     /// A hand-written consumer secret won the race: it stays, and the target gets its password
@@ -686,7 +738,13 @@ impl<E: DbEngine> DatabaseRotator<E> {
         rotation.detail.restore = true;
         rotation.detail.reason = Some(detail.clone());
         proto.advance(&mut rotation, STEP_ABANDON).await?;
-        let restored = self.restore_current(ctx, &rotation).await?;
+        let restored = match self.restore_current(ctx, &rotation).await? {
+            Restore::Refused(why) => {
+                let conflict = self.conflict_signal(true, &detail);
+                return Err(self.stuck(&rotation, &detail, &why, vec![conflict]));
+            }
+            Restore::Done(done) => done,
+        };
         self.delete_pending(ctx, &rotation).await?;
         protocol::done(STEP_ABANDON);
         proto.finish(&rotation, RotationStatus::Abandoned).await?;
@@ -698,29 +756,92 @@ impl<E: DbEngine> DatabaseRotator<E> {
         Ok(RunReport {
             work: Work::Nothing,
             inspection: self.inspection(current.as_ref(), None),
-            alerts: vec![self.conflict_signal(true, &detail)],
+            alerts: vec![
+                self.conflict_signal(true, &detail),
+                self.stuck_signal(false, &detail),
+            ],
             detail,
         })
     }
 
-    /// If the consumers' secret points at the rotation's target, sets the password it holds on
-    /// the target again and checks it logs in. Returns what was done, for the run record.
+    /// The failure of a rotation that can go neither forward nor back: the pending password
+    /// stays where it is (the target may hold it and nothing else), the rotation stays open at
+    /// `abandon` and is retried, and `RotationStuck` pages.
+    fn stuck(
+        &self,
+        rotation: &Rotation<Detail>,
+        reason: &str,
+        why: &str,
+        mut alerts: Vec<AlertSignal>,
+    ) -> JobError {
+        let text = format!(
+            "{reason}; rotation {} cannot be abandoned: {why}. The pending password stays at {} (the role may hold it) and the rotation stays open until a human fixes the role",
+            rotation.id, rotation.detail.pending_path
+        );
+        tracing::error!(job = %self.job, rotation = rotation.id, "{text}");
+        alerts.push(self.stuck_signal(true, &text));
+        JobError::WithAlerts {
+            error: Box::new(JobError::Permanent(text)),
+            alerts,
+        }
+    }
+
+    /// If the consumers' secret points at the rotation's target, makes sure the password it
+    /// holds logs in again (setting it on the target when it does not). Returns what was done,
+    /// for the run record, or why the target refused it.
+    ///
+    /// First the consumers' secret is fenced: while it is still at the version the rotation
+    /// began from, it is written again unchanged with check-and-set on that version, so that a
+    /// commit of this rotation still in flight (a paused or deposed instance, a write whose
+    /// answer was lost) can no longer land after the role got the old password back.
     async fn restore_current(
         &self,
         ctx: &JobContext,
         rotation: &Rotation<Detail>,
-    ) -> Result<Option<String>, JobError> {
+    ) -> Result<Restore, JobError> {
         let target = rotation.detail.target.as_str();
-        let Some(current) = ctx.kv.kv_read(&self.config.path).await? else {
-            return Ok(None);
+        let path = self.config.path.as_str();
+        let Some(current) = ctx.kv.kv_read(path).await? else {
+            return Ok(Restore::Done(None));
         };
+        if current.version == rotation.detail.consumer_version {
+            crate::failpoint::hit("rotation-before-fence");
+            match ctx.kv.kv_write(path, &current.data, current.version).await {
+                Ok(_) => {}
+                Err(VaultError::CasMismatch { .. }) => {
+                    return Err(JobError::Transient(format!(
+                        "{path} changed while the abandoned rotation fenced it; trying again"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         if field(&current.data, "username").as_deref() != Some(target) {
-            return Ok(None);
+            return Ok(Restore::Done(None));
         }
         let Some(password) = current.data.get("password") else {
-            return Ok(None);
+            return Ok(Restore::Done(None));
         };
         let (admin, at) = self.admin(ctx).await?;
+        // Setting a password the role already has can be refused (a reuse policy): look first.
+        match self.engine.login(&at, target, password).await {
+            Ok(()) => {
+                return Ok(Restore::Done(Some(format!(
+                    "the password of {path} version {} still logs in as {target}",
+                    current.version
+                ))));
+            }
+            Err(e @ DbError::Unreachable(_)) => {
+                return Err(self.db_failure(
+                    &format!(
+                        "testing the password of {path} as {target} (the rotation stays open)"
+                    ),
+                    &at,
+                    e,
+                ));
+            }
+            Err(_) => {}
+        }
         match self
             .engine
             .set_password(&admin, &at, target, password)
@@ -729,16 +850,16 @@ impl<E: DbEngine> DatabaseRotator<E> {
             Ok(()) => {}
             Err(DbError::Refused(e)) => {
                 tracing::error!(job = %self.job, target, error = %e, "cannot put the consumers' password back on the role");
-                return Ok(Some(format!(
-                    "putting the password of {} version {} back on {target} was refused: {e}",
-                    self.config.path, current.version
+                return Ok(Restore::Refused(format!(
+                    "putting the password of {path} version {} back on {target} was refused: {e}",
+                    current.version
                 )));
             }
             Err(e) => {
                 return Err(self.db_failure(
                     &format!(
-                        "putting the password of {} version {} back on {target} (the rotation stays open until it succeeds)",
-                        self.config.path, current.version
+                        "putting the password of {path} version {} back on {target} (the rotation stays open until it succeeds)",
+                        current.version
                     ),
                     &at,
                     e,
@@ -752,10 +873,10 @@ impl<E: DbEngine> DatabaseRotator<E> {
                 format!("but a login with it failed: {e}")
             }
         };
-        Ok(Some(format!(
-            "the password of {} version {} was put back on {target} {check}",
-            self.config.path, current.version
-        )))
+        Ok(Restore::Done(Some(format!(
+            "the password of {path} version {} was put back on {target} {check}",
+            current.version
+        ))))
     }
 
     async fn delete_pending(
@@ -772,6 +893,27 @@ impl<E: DbEngine> DatabaseRotator<E> {
                 tracing::warn!(job = %self.job, path = %rotation.detail.pending_path, error = %e, "could not delete the pending password");
                 Ok(())
             }
+        }
+    }
+
+    fn stuck_signal(&self, firing: bool, detail: &str) -> AlertSignal {
+        AlertSignal {
+            name: ROTATION_STUCK,
+            firing,
+            severity: Severity::Critical,
+            summary: if firing {
+                format!(
+                    "the rotation of {} can go neither forward nor back without a human",
+                    self.config.path
+                )
+            } else {
+                format!("no rotation of {} is stuck", self.config.path)
+            },
+            details: serde_json::json!({
+                "path": self.config.path,
+                "pending_path": self.pending_path,
+                "detail": detail,
+            }),
         }
     }
 
