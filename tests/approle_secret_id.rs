@@ -392,7 +392,7 @@ async fn a_removed_current_version_is_replaced_once(destroy: bool) {
     }
     let token = steward_token(&vault, &prefix, &role).await;
     let name = "svc-removed";
-    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "6s", "1h"));
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "6s", "5s"));
     let mut d = cfg.start(&[]);
     d.ready().await;
     wait_until(Duration::from_secs(15), "the first secret-id", || async {
@@ -482,7 +482,7 @@ async fn other_fields_keep_their_json_types() {
     vault.kv_put(&path, seed).await;
     let token = steward_token(&vault, &prefix, &role).await;
     let name = "svc-typed";
-    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "1h", "1h"));
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "2h", "1h"));
     let (st, out, err) = cfg.cli(&["rotate", name]);
     assert!(st.success(), "{out}{err}");
     let new = creds(&vault, &path, 2).await;
