@@ -17,7 +17,7 @@ mod renewal;
 mod session;
 
 pub use error::VaultError;
-pub use kv::{KvData, KvMetadata, KvSecret, KvVersionMeta, KvWrite};
+pub use kv::{ForeignJson, KvData, KvMetadata, KvSecret, KvValue, KvVersionMeta, KvWrite};
 pub use session::{AuthState, KvCapabilities, VaultSession};
 
 /// Installs rustls's ring provider as the process default (reqwest panics building a client
