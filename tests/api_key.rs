@@ -567,3 +567,73 @@ async fn other_fields_keep_their_json_types() {
         assert_eq!(kv.data.len(), typed_fields().as_object().unwrap().len() + 1);
     }
 }
+
+/// The write is refused, yet nothing newer can be read (a version written and deleted again
+/// between the read and the write): not someone else's rotation. The run fails and is retried
+/// with backoff (the job's state says when); the next run writes one fresh version.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
+    let vault = RootVault::new();
+    let prefix = unique("unexplained");
+    let path = format!("secret/{prefix}/api-key");
+    vault
+        .kv_put(&path, serde_json::json!({ "api_key": "unexplained-old-0001" }))
+        .await;
+    record_canaries(["unexplained-old-0001"]);
+    let token = vault.scoped_token(&prefix).await;
+    let cfg = DaemonConfig::new(&token, &api_key_job("unexplained", &path, "1h", ""));
+    let fp_dir = tempfile::tempdir().unwrap();
+    let fp_dir_s = fp_dir.path().to_str().unwrap().to_string();
+    let cfg_path = cfg.path();
+    let rotate = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vault-steward"))
+            .arg("--config")
+            .arg(cfg_path)
+            .args(["rotate", "unexplained"])
+            .env("VAULT_STEWARD_FAILPOINT", "api-key-before-write:pause")
+            .env("VAULT_STEWARD_FAILPOINT_DIR", &fp_dir_s)
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .expect("rotate")
+    });
+    let reached = fp_dir.path().join("api-key-before-write.reached");
+    wait_until(Duration::from_secs(20), "the rotation to pause", || async {
+        reached.exists()
+    })
+    .await;
+    let v2 = vault
+        .kv_put(&path, serde_json::json!({ "api_key": "unexplained-gone-0002" }))
+        .await;
+    record_canaries(["unexplained-gone-0002"]);
+    remove_version(&vault, &path, v2, Removal::Delete).await;
+    std::fs::write(fp_dir.path().join("api-key-before-write.resume"), b"").unwrap();
+    let out = rotate.join().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("no newer version can be read"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stdout.contains("someone else"), "{stdout}");
+    assert_eq!(vault.current_version(&path).await, 2, "nothing written");
+
+    let store = open_store(&cfg).await;
+    assert_eq!(
+        alert_status(&store, "ConcurrentWrite", "unexplained").await,
+        None
+    );
+    let state = store.job_state("unexplained").await.unwrap().unwrap();
+    assert_eq!(state.consecutive_failures, 1);
+    assert!(state.retry_at.is_some(), "retried with backoff: {state:?}");
+
+    // The retry finds the deleted version 2 and writes one fresh version over it.
+    let (st, out, err) = cfg.cli(&["rotate", "unexplained"]);
+    assert!(st.success(), "{out}{err}");
+    assert!(out.contains("deleted or destroyed"), "{out}");
+    assert_eq!(vault.kv_get(&path).await.expect("live").version, 3);
+    record_all_versions(&vault, &path).await;
+}
