@@ -493,3 +493,74 @@ async fn other_fields_keep_their_json_types() {
     }
     assert_eq!(kv.data.len(), typed.as_object().unwrap().len() + 3);
 }
+
+/// The write is refused, yet nothing newer can be read (a version written and deleted again
+/// between the read and the write): the unused secret-id is destroyed and the run fails, to be
+/// retried with backoff; no `ConcurrentWrite`. The next run writes one fresh version.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
+    let vault = RootVault::new();
+    let prefix = unique("approle-unexplained");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
+    record_canaries([hand_secret_id.as_str()]);
+    vault
+        .kv_put(&path, json!({ "role_id": role_id, "secret_id": hand_secret_id }))
+        .await;
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-unexplained";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "2h", "1h"));
+    let fp_dir = tempfile::tempdir().unwrap();
+    let fp_dir_s = fp_dir.path().to_str().unwrap().to_string();
+    let cfg_path = cfg.path();
+    let rotate = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vault-steward"))
+            .arg("--config")
+            .arg(cfg_path)
+            .args(["rotate", "svc-unexplained"])
+            .env("VAULT_STEWARD_FAILPOINT", "approle-before-write:pause")
+            .env("VAULT_STEWARD_FAILPOINT_DIR", &fp_dir_s)
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .expect("rotate")
+    });
+    let reached = fp_dir.path().join("approle-before-write.reached");
+    wait_until(Duration::from_secs(20), "the rotation to pause", || async {
+        reached.exists()
+    })
+    .await;
+    assert_eq!(accessors(&vault, &role).await.len(), 2);
+    let v2 = vault
+        .kv_put(&path, json!({ "role_id": role_id, "secret_id": hand_secret_id }))
+        .await;
+    remove_version(&vault, &path, v2, false).await;
+    std::fs::write(fp_dir.path().join("approle-before-write.resume"), b"").unwrap();
+    let out = rotate.join().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("no newer version can be read"), "{all}");
+    assert!(!all.contains("someone else"), "{all}");
+    assert_eq!(vault.current_version(&path).await, 2, "nothing written");
+    assert_eq!(
+        accessors(&vault, &role).await.len(),
+        1,
+        "the unused secret-id is destroyed"
+    );
+    let store = open_store(&cfg).await;
+    let fp = vault_steward::alert::fingerprint("ConcurrentWrite", name);
+    assert!(store.alert(&fp).await.unwrap().is_none());
+    assert!(store.open_rotations(Some(name)).await.unwrap().is_empty());
+    let state = store.job_state(name).await.unwrap().unwrap();
+    assert!(state.retry_at.is_some(), "retried with backoff: {state:?}");
+
+    let (st, out, err) = cfg.cli(&["rotate", name]);
+    assert!(st.success(), "{out}{err}");
+    let new = creds(&vault, &path, 3).await;
+    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
+}
