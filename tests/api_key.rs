@@ -493,7 +493,10 @@ async fn rotate_replaces_a_deleted_current_version() {
     let prefix = unique("removed-cli");
     let path = format!("secret/{prefix}/api-key");
     vault
-        .kv_put(&path, serde_json::json!({ "api_key": "deleted-by-hand-0001" }))
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "deleted-by-hand-0001" }),
+        )
         .await;
     record_canaries(["deleted-by-hand-0001"]);
     remove_version(&vault, &path, 1, Removal::Delete).await;
@@ -507,7 +510,10 @@ async fn rotate_replaces_a_deleted_current_version() {
     assert_eq!(kv.version, 2);
     record_all_versions(&vault, &path).await;
     let store = open_store(&cfg).await;
-    assert_eq!(alert_status(&store, "ConcurrentWrite", "gone-cli").await, None);
+    assert_eq!(
+        alert_status(&store, "ConcurrentWrite", "gone-cli").await,
+        None
+    );
 }
 
 // ---- Issue 13 item 5: other fields keep their JSON types ----------------------------------
@@ -532,7 +538,10 @@ fn typed_fields() -> serde_json::Value {
 }
 
 /// Each of `expected`'s fields is in `got` with the same JSON value (and so the same type).
-fn assert_same_fields(got: &serde_json::Map<String, serde_json::Value>, expected: &serde_json::Value) {
+fn assert_same_fields(
+    got: &serde_json::Map<String, serde_json::Value>,
+    expected: &serde_json::Value,
+) {
     for (key, value) in expected.as_object().unwrap() {
         assert_eq!(
             got.get(key),
@@ -578,7 +587,10 @@ async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
     let prefix = unique("unexplained");
     let path = format!("secret/{prefix}/api-key");
     vault
-        .kv_put(&path, serde_json::json!({ "api_key": "unexplained-old-0001" }))
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "unexplained-old-0001" }),
+        )
         .await;
     record_canaries(["unexplained-old-0001"]);
     let token = vault.scoped_token(&prefix).await;
@@ -603,7 +615,10 @@ async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
     })
     .await;
     let v2 = vault
-        .kv_put(&path, serde_json::json!({ "api_key": "unexplained-gone-0002" }))
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "unexplained-gone-0002" }),
+        )
         .await;
     record_canaries(["unexplained-gone-0002"]);
     remove_version(&vault, &path, v2, Removal::Delete).await;

@@ -362,7 +362,10 @@ async fn remove_version(vault: &RootVault, path: &str, version: u64, destroy: bo
             Some(json!({ "versions": [version] })),
         )
         .await;
-    assert!(vault.kv_get(path).await.is_none(), "{verb} left it readable");
+    assert!(
+        vault.kv_get(path).await.is_none(),
+        "{verb} left it readable"
+    );
 }
 
 async fn open_store(cfg: &DaemonConfig) -> std::sync::Arc<dyn vault_steward::store::Store> {
@@ -507,7 +510,10 @@ async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
     let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
     record_canaries([hand_secret_id.as_str()]);
     vault
-        .kv_put(&path, json!({ "role_id": role_id, "secret_id": hand_secret_id }))
+        .kv_put(
+            &path,
+            json!({ "role_id": role_id, "secret_id": hand_secret_id }),
+        )
         .await;
     let token = steward_token(&vault, &prefix, &role).await;
     let name = "svc-unexplained";
@@ -533,7 +539,10 @@ async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
     .await;
     assert_eq!(accessors(&vault, &role).await.len(), 2);
     let v2 = vault
-        .kv_put(&path, json!({ "role_id": role_id, "secret_id": hand_secret_id }))
+        .kv_put(
+            &path,
+            json!({ "role_id": role_id, "secret_id": hand_secret_id }),
+        )
         .await;
     remove_version(&vault, &path, v2, false).await;
     std::fs::write(fp_dir.path().join("approle-before-write.resume"), b"").unwrap();

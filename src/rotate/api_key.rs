@@ -2,7 +2,12 @@
 //! `format`) is written as a new version with check-and-set on the version that was read, so a
 //! value someone wrote by hand in the meantime is never overwritten (that raises
 //! `ConcurrentWrite`, and the hand-written version counts as the rotation). Other fields of the
-//! secret are carried over unchanged; older versions stay readable for consumers. A job whose
+//! secret are carried over unchanged, with their JSON types; older versions stay readable for
+//! consumers. A current version deleted or destroyed by hand leaves nothing live: the job is
+//! due, and one fresh version replaces it (check-and-set on the removed version's number from
+//! the metadata, since Vault refuses 0 while the metadata exists). A refusal with nothing newer
+//! to read is a failure retried with backoff, never a conflict that leaves the job due at
+//! once. A job whose
 //! state store never recorded a secret first tries to create version 1 directly (check-and-set
 //! 0, so an existing secret is never overwritten) and reads only if that is refused; the
 //! `custom_metadata` to keep comes with the read, so a rotation makes the same two writes as

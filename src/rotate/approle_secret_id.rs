@@ -10,7 +10,10 @@
 //! finished — and a crash at any step is rolled forward at the next run: a new secret-id that
 //! reached KV is kept and the old one scheduled for destruction; one that did not is destroyed,
 //! since nobody can ever use it. A check-and-set conflict (someone wrote the secret by hand)
-//! destroys the unused new secret-id and raises `ConcurrentWrite`.
+//! destroys the unused new secret-id and raises `ConcurrentWrite`; a refusal with nothing newer
+//! to read destroys it too and fails the run (retried with backoff). A current version deleted
+//! or destroyed by hand is replaced by one fresh version (check-and-set on its number from the
+//! metadata); its secret-id cannot be read, so it is left to its own TTL.
 
 use async_trait::async_trait;
 use chrono::Utc;

@@ -49,7 +49,9 @@ impl KvValue {
     /// everything else exactly as read.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            KvValue::Secret(secret) => serde_json::Value::String(secret.expose_secret().to_string()),
+            KvValue::Secret(secret) => {
+                serde_json::Value::String(secret.expose_secret().to_string())
+            }
             KvValue::Json(json) => json.0.clone(),
         }
     }
