@@ -371,3 +371,284 @@ async fn on_rotate_hook_is_told_without_the_secret_and_retried_after_failures() 
     assert!(!d.log().contains("hook-query-token"));
     rx.stop.cancel();
 }
+
+// ---- Issue 13 item 2: a deleted or destroyed current version ------------------------------
+
+/// How the test takes the current version away.
+#[derive(Clone, Copy, Debug)]
+enum Removal {
+    /// `bao kv delete`: soft delete of the newest version.
+    Delete,
+    /// `bao kv destroy -versions=N`: its data is gone for good.
+    Destroy,
+}
+
+/// Takes version `version` of `path` away, as an operator would.
+async fn remove_version(vault: &RootVault, path: &str, version: u64, how: Removal) {
+    let (mount, rest) = path.split_once('/').unwrap();
+    match how {
+        Removal::Delete => {
+            vault
+                .ok(
+                    reqwest::Method::POST,
+                    &format!("{mount}/delete/{rest}"),
+                    Some(serde_json::json!({ "versions": [version] })),
+                )
+                .await;
+        }
+        Removal::Destroy => {
+            vault
+                .ok(
+                    reqwest::Method::POST,
+                    &format!("{mount}/destroy/{rest}"),
+                    Some(serde_json::json!({ "versions": [version] })),
+                )
+                .await;
+        }
+    }
+    assert!(
+        vault.kv_get(path).await.is_none(),
+        "version {version} of {path} still reads after {how:?}"
+    );
+}
+
+/// The daemon rotates every 6 s. The test takes its first version away; when the job is next
+/// due the daemon writes exactly one fresh version (check-and-set from the metadata, not 0),
+/// raises no `ConcurrentWrite`, and does not run the job again until that version is due.
+async fn a_removed_current_version_is_replaced_once(how: Removal) {
+    let vault = RootVault::new();
+    let prefix = unique("removed");
+    let path = format!("secret/{prefix}/api-key");
+    let token = vault.scoped_token(&prefix).await;
+    let cfg = DaemonConfig::new(&token, &api_key_job("gone", &path, "6s", ""));
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    wait_until(Duration::from_secs(10), "the first version", || async {
+        vault.current_version(&path).await == 1
+    })
+    .await;
+    record_all_versions(&vault, &path).await;
+    remove_version(&vault, &path, 1, how).await;
+
+    wait_until(Duration::from_secs(20), "one fresh version", || async {
+        vault.current_version(&path).await >= 2
+    })
+    .await;
+    let fresh = vault
+        .kv_get(&path)
+        .await
+        .unwrap_or_else(|| panic!("the fresh version is live\n{}", d.log()));
+    assert_eq!(fresh.version, 2, "exactly one new version\n{}", d.log());
+    let key = fresh.data["api_key"].as_str().expect("api_key").to_string();
+    record_canaries([key.as_str()]);
+    assert_eq!(key.len(), 32);
+
+    let store = open_store(&cfg).await;
+    // Until shortly before the fresh version is due, the job does not run again.
+    let due = fresh.created_time + chrono::Duration::seconds(6);
+    let runs_after_write = store.recent_runs("gone", 100).await.unwrap().len();
+    while chrono::Utc::now() < due - chrono::Duration::milliseconds(1000) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let runs = store.recent_runs("gone", 100).await.unwrap();
+    assert_eq!(
+        runs.len(),
+        runs_after_write,
+        "the job ran again before it was due: {runs:?}\n{}",
+        d.log()
+    );
+    // One run made version 1, one made version 2: no refused write in between.
+    assert_eq!(runs.len(), 2, "{runs:?}\n{}", d.log());
+    assert_eq!(vault.current_version(&path).await, 2);
+    assert_eq!(alert_status(&store, "ConcurrentWrite", "gone").await, None);
+    let state = store.job_state("gone").await.unwrap().unwrap();
+    assert_eq!(state.secret_version, Some(2));
+    assert_eq!(state.retry_at, None, "a clean run, not a retry");
+
+    // When it is due, the job rotates as usual.
+    wait_until(Duration::from_secs(10), "the next rotation", || async {
+        vault.current_version(&path).await == 3
+    })
+    .await;
+    d.terminate(Duration::from_secs(15)).await;
+    record_all_versions(&vault, &path).await;
+    assert_eq!(alert_status(&store, "ConcurrentWrite", "gone").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_deleted_current_version_is_replaced_by_one_fresh_version() {
+    a_removed_current_version_is_replaced_once(Removal::Delete).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destroyed_current_version_is_replaced_by_one_fresh_version() {
+    a_removed_current_version_is_replaced_once(Removal::Destroy).await;
+}
+
+/// `rotate JOB` on a secret whose current version was deleted writes one fresh version and
+/// says so; nothing about someone else's write.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_replaces_a_deleted_current_version() {
+    let vault = RootVault::new();
+    let prefix = unique("removed-cli");
+    let path = format!("secret/{prefix}/api-key");
+    vault
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "deleted-by-hand-0001" }),
+        )
+        .await;
+    record_canaries(["deleted-by-hand-0001"]);
+    remove_version(&vault, &path, 1, Removal::Delete).await;
+    let token = vault.scoped_token(&prefix).await;
+    let cfg = DaemonConfig::new(&token, &api_key_job("gone-cli", &path, "1h", ""));
+    let (st, out, err) = cfg.cli(&["rotate", "gone-cli"]);
+    assert!(st.success(), "{out}{err}");
+    assert!(!out.contains("someone else"), "{out}");
+    assert!(out.contains("version 2"), "{out}");
+    let kv = vault.kv_get(&path).await.expect("a live version");
+    assert_eq!(kv.version, 2);
+    record_all_versions(&vault, &path).await;
+    let store = open_store(&cfg).await;
+    assert_eq!(
+        alert_status(&store, "ConcurrentWrite", "gone-cli").await,
+        None
+    );
+}
+
+// ---- Issue 13 item 5: other fields keep their JSON types ----------------------------------
+
+/// Fields of every JSON type but string, and a string, as a consumer may keep beside the key.
+fn typed_fields() -> serde_json::Value {
+    serde_json::json!({
+        "port": 5432,
+        "negative": -7,
+        "ratio": 0.25,
+        "big": 4_294_967_296u64,
+        "enabled": true,
+        "disabled": false,
+        "tags": ["a", 1, null, {"b": [true]}],
+        "opts": {"pool": {"size": 5, "name": "x"}, "ssl": false},
+        "empty_obj": {},
+        "empty_list": [],
+        "none": null,
+        "owner": "team-a",
+        "numeric_text": "5432"
+    })
+}
+
+/// Each of `expected`'s fields is in `got` with the same JSON value (and so the same type).
+fn assert_same_fields(
+    got: &serde_json::Map<String, serde_json::Value>,
+    expected: &serde_json::Value,
+) {
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(
+            got.get(key),
+            Some(value),
+            "field `{key}` changed: {:?}",
+            got.get(key)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_fields_keep_their_json_types() {
+    let vault = RootVault::new();
+    let prefix = unique("typed");
+    let path = format!("secret/{prefix}/api-key");
+    let mut seed = typed_fields();
+    seed["api_key"] = serde_json::json!("typed-old-value-0001");
+    record_canaries(["typed-old-value-0001"]);
+    vault.kv_put(&path, seed).await;
+    // OpenBao keeps these exactly as sent (numbers are float64 there, so all fit).
+    assert_same_fields(&vault.kv_get(&path).await.unwrap().data, &typed_fields());
+    let token = vault.scoped_token(&prefix).await;
+    let cfg = DaemonConfig::new(&token, &api_key_job("typed", &path, "1h", ""));
+    for round in 0..2 {
+        let (st, out, err) = cfg.cli(&["rotate", "typed"]);
+        assert!(st.success(), "{out}{err}");
+        let kv = vault.kv_get(&path).await.unwrap();
+        assert_eq!(kv.version, 2 + round);
+        record_all_versions(&vault, &path).await;
+        assert_same_fields(&kv.data, &typed_fields());
+        assert_ne!(kv.data["api_key"], "typed-old-value-0001");
+        assert_eq!(kv.data.len(), typed_fields().as_object().unwrap().len() + 1);
+    }
+}
+
+/// The write is refused, yet nothing newer can be read (a version written and deleted again
+/// between the read and the write): not someone else's rotation. The run fails and is retried
+/// with backoff (the job's state says when); the next run writes one fresh version.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
+    let vault = RootVault::new();
+    let prefix = unique("unexplained");
+    let path = format!("secret/{prefix}/api-key");
+    vault
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "unexplained-old-0001" }),
+        )
+        .await;
+    record_canaries(["unexplained-old-0001"]);
+    let token = vault.scoped_token(&prefix).await;
+    let cfg = DaemonConfig::new(&token, &api_key_job("unexplained", &path, "1h", ""));
+    let fp_dir = tempfile::tempdir().unwrap();
+    let fp_dir_s = fp_dir.path().to_str().unwrap().to_string();
+    let cfg_path = cfg.path();
+    let rotate = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vault-steward"))
+            .arg("--config")
+            .arg(cfg_path)
+            .args(["rotate", "unexplained"])
+            .env("VAULT_STEWARD_FAILPOINT", "api-key-before-write:pause")
+            .env("VAULT_STEWARD_FAILPOINT_DIR", &fp_dir_s)
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .expect("rotate")
+    });
+    let reached = fp_dir.path().join("api-key-before-write.reached");
+    wait_until(Duration::from_secs(20), "the rotation to pause", || async {
+        reached.exists()
+    })
+    .await;
+    let v2 = vault
+        .kv_put(
+            &path,
+            serde_json::json!({ "api_key": "unexplained-gone-0002" }),
+        )
+        .await;
+    record_canaries(["unexplained-gone-0002"]);
+    remove_version(&vault, &path, v2, Removal::Delete).await;
+    std::fs::write(fp_dir.path().join("api-key-before-write.resume"), b"").unwrap();
+    let out = rotate.join().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("no newer version can be read"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stdout.contains("someone else"), "{stdout}");
+    assert_eq!(vault.current_version(&path).await, 2, "nothing written");
+
+    let store = open_store(&cfg).await;
+    assert_eq!(
+        alert_status(&store, "ConcurrentWrite", "unexplained").await,
+        None
+    );
+    let state = store.job_state("unexplained").await.unwrap().unwrap();
+    assert_eq!(state.consecutive_failures, 1);
+    assert!(state.retry_at.is_some(), "retried with backoff: {state:?}");
+
+    // The retry finds the deleted version 2 and writes one fresh version over it.
+    let (st, out, err) = cfg.cli(&["rotate", "unexplained"]);
+    assert!(st.success(), "{out}{err}");
+    assert!(out.contains("deleted or destroyed"), "{out}");
+    assert_eq!(vault.kv_get(&path).await.expect("live").version, 3);
+    record_all_versions(&vault, &path).await;
+}

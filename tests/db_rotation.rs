@@ -192,6 +192,54 @@ async fn mysql_alternating_client_is_never_refused() {
     client_never_refused(Engine::Mysql).await;
 }
 
+// ---- Issue 13 item 5: other fields keep their JSON types ----------------------------------
+
+/// Foreign fields of every JSON type survive two rotations unchanged (compared as raw JSON),
+/// and an admin secret whose `port` is a JSON number still connects.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_other_fields_keep_their_json_types() {
+    let engine = Engine::Postgres;
+    let s = Setup::new(engine, Strategy::Single, Options::default()).await;
+    let typed = serde_json::json!({
+        "pool_size": 20,
+        "ratio": 0.75,
+        "offset": -3,
+        "readonly": false,
+        "tls": true,
+        "replicas": ["db-1", "db-2", 3],
+        "options": {"application_name": "orders", "timeouts": {"connect": 5}},
+        "retired": null,
+        "owner": "team-orders"
+    });
+    let mut consumer = s.vault.kv_get(&s.path).await.unwrap().data;
+    for (key, value) in typed.as_object().unwrap() {
+        consumer.insert(key.clone(), value.clone());
+    }
+    s.vault
+        .kv_put(&s.path, serde_json::Value::Object(consumer))
+        .await;
+    let mut admin = s.vault.kv_get(&s.admin_path).await.unwrap().data;
+    let port: u16 = admin["port"].as_str().unwrap().parse().unwrap();
+    admin.insert("port".into(), serde_json::json!(port));
+    s.vault
+        .kv_put(&s.admin_path, serde_json::Value::Object(admin))
+        .await;
+
+    for _ in 0..2 {
+        let (v0, _, _) = s.current().await;
+        let (st, out, err) = s.rotate();
+        assert!(st.success(), "rotate: {out}{err}");
+        let (v1, user, pw) = s.current().await;
+        assert_eq!(v1, v0 + 1);
+        assert_logs_in(engine, &user, &pw, "the KV password after rotation").await;
+        let kv = s.vault.kv_get(&s.path).await.unwrap();
+        for (key, value) in typed.as_object().unwrap() {
+            assert_eq!(kv.data.get(key), Some(value), "field `{key}` changed");
+        }
+    }
+    s.cleanup().await;
+}
+
 // ---- Done when 3: a crash at every step is rolled forward on restart ---------------------
 
 /// Every failpoint on a rotation's way, in order.

@@ -70,7 +70,10 @@ fn kv(pairs: &[(&str, &str)]) -> KvData {
 
 fn plain(data: &KvData) -> BTreeMap<String, String> {
     data.iter()
-        .map(|(k, v)| (k.clone(), v.expose_secret().to_string()))
+        .map(|(k, v)| match v.as_secret() {
+            Some(secret) => (k.clone(), secret.expose_secret().to_string()),
+            None => (k.clone(), v.to_json().to_string()),
+        })
         .collect()
 }
 

@@ -59,6 +59,21 @@ pub fn gating_window(window: Option<&Schedule>, rotation_open: bool) -> Option<&
     if rotation_open { None } else { window }
 }
 
+/// After a run that ended well, when the job may start again if its cadence alone would start
+/// it again at once: `retry_initial` from now. An age cadence whose run could not learn the
+/// secret's age (a refused write it cannot explain, nothing readable at the path) would
+/// otherwise be due at every tick, once a second, forever. `None` when the job is not due.
+pub fn settle_after_success(
+    cadence: &Cadence,
+    state: &JobState,
+    now: DateTime<Utc>,
+    retry_initial: chrono::Duration,
+) -> Option<DateTime<Utc>> {
+    let mut settled = state.clone();
+    settled.retry_at = None;
+    is_due(next_due(cadence, None, Some(&settled), now), now).then(|| now + retry_initial)
+}
+
 /// Whether the job should start now.
 pub fn is_due(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     next.is_some_and(|t| t <= now)
@@ -131,6 +146,36 @@ mod tests {
             next_due(&every, None, Some(&s), t(1, 0, 0)),
             Some(t(1, 30, 0))
         );
+    }
+
+    #[test]
+    fn a_successful_run_that_leaves_its_job_due_backs_off() {
+        let every = Cadence::Age(Duration::from_secs(3600));
+        let initial = chrono::Duration::seconds(10);
+        let now = t(1, 0, 0);
+        // Unknown age after the run: the next start waits `retry_initial`, not one tick.
+        let s = state();
+        assert_eq!(
+            settle_after_success(&every, &s, now, initial),
+            Some(now + initial)
+        );
+        // An age that is already past due (a version nobody could replace) is the same.
+        let mut s = state();
+        s.secret_changed_at = Some(t(0, 0, 0) - chrono::Duration::hours(2));
+        assert_eq!(
+            settle_after_success(&every, &s, now, initial),
+            Some(now + initial)
+        );
+        // A fresh secret: due when it ages, nothing to hold back.
+        s.secret_changed_at = Some(now);
+        assert_eq!(settle_after_success(&every, &s, now, initial), None);
+        // Interval and schedule cadences count from the run that just started.
+        let interval = Cadence::Interval(Duration::from_secs(60));
+        let mut s = state();
+        s.last_run_at = Some(now);
+        assert_eq!(settle_after_success(&interval, &s, now, initial), None);
+        let hourly = Cadence::Schedule(Schedule::parse("0 0 * * * *").unwrap());
+        assert_eq!(settle_after_success(&hourly, &s, now, initial), None);
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl Engine {
             .unwrap_or(self.settings.job_timeout)
             .as_std();
         let clock = Instant::now();
+        let resuming = matches!(invocation, Invocation::Resume);
         let work = async {
             match invocation {
                 Invocation::Run(req) => job.job.run(&ctx, req).await,
@@ -192,6 +193,19 @@ impl Engine {
                 if report.inspection.secret_changed_at.is_some() {
                     state.secret_changed_at = report.inspection.secret_changed_at;
                     state.secret_version = report.inspection.secret_version;
+                }
+                // A resume only rolls a rotation forward; the run that follows decides.
+                if !resuming
+                    && let Some(retry_at) = super::due::settle_after_success(
+                        &job.cadence,
+                        &state,
+                        finished_at,
+                        chrono::Duration::from_std(self.settings.retry_initial.as_std())
+                            .unwrap_or_default(),
+                    )
+                {
+                    tracing::warn!(job = name, kind, detail = %report.detail, retry_at = %retry_at, "the run left the job due again at once; waiting retry_initial instead of starting it every second");
+                    state.retry_at = Some(retry_at);
                 }
                 let outcome = match report.work {
                     Work::Done => RunOutcome::Success,

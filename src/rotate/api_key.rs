@@ -2,7 +2,12 @@
 //! `format`) is written as a new version with check-and-set on the version that was read, so a
 //! value someone wrote by hand in the meantime is never overwritten (that raises
 //! `ConcurrentWrite`, and the hand-written version counts as the rotation). Other fields of the
-//! secret are carried over unchanged; older versions stay readable for consumers. A job whose
+//! secret are carried over unchanged, with their JSON types; older versions stay readable for
+//! consumers. A current version deleted or destroyed by hand leaves nothing live: the job is
+//! due, and one fresh version replaces it (check-and-set on the removed version's number from
+//! the metadata, since Vault refuses 0 while the metadata exists). A refusal with nothing newer
+//! to read is a failure retried with backoff, never a conflict that leaves the job due at
+//! once. A job whose
 //! state store never recorded a secret first tries to create version 1 directly (check-and-set
 //! 0, so an existing secret is never overwritten) and reads only if that is refused; the
 //! `custom_metadata` to keep comes with the read, so a rotation makes the same two writes as
@@ -22,7 +27,7 @@ use rand::{Rng, TryRngCore};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::{hook, require_capabilities, rotation_metadata};
+use super::{cas_version, hook, require_capabilities, rotation_metadata};
 use crate::config::{ApiKeyConfig, KeyAlphabet, KeyFormat};
 use crate::job::{
     AlertSignal, Cadence, Inspection, Job, JobContext, JobError, RunReport, RunRequest, Severity,
@@ -165,7 +170,9 @@ impl Job for ApiKeyRotator {
     async fn preflight(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
         let current = ctx.vault.kv_read(&self.config.path).await?;
         let (data, metadata) = ctx.vault.kv_api_paths(&self.config.path).await?;
-        let write: &[&str] = if current.is_some() {
+        // A secret whose current version was deleted still exists: writing is an update.
+        let exists = cas_version(ctx, &self.config.path, current.as_ref()).await? > 0;
+        let write: &[&str] = if exists {
             &["read", "update"]
         } else {
             &["read", "create"]
@@ -247,7 +254,10 @@ impl Job for ApiKeyRotator {
                 alerts: vec![],
             });
         }
-        let cas = current.as_ref().map(|c| c.version).unwrap_or(0);
+        // Nothing live there (never written, or the current version deleted or destroyed by
+        // hand): due whatever its age, and replaced by one fresh version.
+        let cas = cas_version(ctx, path, current.as_ref()).await?;
+        let removed = current.is_none() && cas > 0;
         if req.dry_run {
             return Ok(RunReport {
                 work: Work::Nothing,
@@ -260,9 +270,12 @@ impl Job for ApiKeyRotator {
                 alerts: vec![],
             });
         }
-        // A secret we create has no custom metadata of someone else's to keep.
+        // A secret we create has no custom metadata of someone else's to keep; one whose
+        // current version was removed keeps its metadata (read after the write). The removed
+        // version's other fields are not readable: the fresh version holds only the key.
         let (mut data, existing) = match current {
             Some(c) => (c.data, Some(c.custom_metadata)),
+            None if removed => (KvData::new(), Some(None)),
             None => (KvData::new(), None),
         };
         data.insert(
@@ -271,21 +284,38 @@ impl Job for ApiKeyRotator {
         );
         crate::failpoint::pause("api-key-before-write").await;
         match ctx.vault.kv_write(path, &data, cas).await {
-            Ok(written) => self.written(ctx, written, existing, now).await,
-            Err(VaultError::CasMismatch { .. }) => {
-                let now_there = ctx.vault.kv_read(path).await?;
-                let detail = format!(
-                    "check-and-set on version {cas} failed: version {} was written by someone else; it counts as the rotation",
-                    now_there.as_ref().map(|s| s.version).unwrap_or(0)
-                );
-                tracing::warn!(job = %self.job, path, "{detail}");
-                Ok(RunReport {
-                    work: Work::Nothing,
-                    inspection: self.inspection(now_there.as_ref()),
-                    alerts: vec![self.conflict_signal(true, &detail)],
-                    detail,
-                })
+            Ok(written) => {
+                let mut report = self.written(ctx, written, existing, now).await?;
+                if removed {
+                    report.detail = format!(
+                        "version {cas} of {path} was deleted or destroyed; {}",
+                        report.detail
+                    );
+                }
+                Ok(report)
             }
+            Err(VaultError::CasMismatch { .. }) => match ctx.vault.kv_read(path).await? {
+                // A newer live version: someone else wrote it, and it counts as the rotation.
+                Some(there) if there.version > cas => {
+                    let detail = format!(
+                        "check-and-set on version {cas} failed: version {} was written by someone else; it counts as the rotation",
+                        there.version
+                    );
+                    tracing::warn!(job = %self.job, path, "{detail}");
+                    Ok(RunReport {
+                        work: Work::Nothing,
+                        inspection: self.inspection(Some(&there)),
+                        alerts: vec![self.conflict_signal(true, &detail)],
+                        detail,
+                    })
+                }
+                // Refused, yet nothing newer can be read (removed again meanwhile, or a
+                // refusal this run cannot explain): not someone else's rotation. A failure
+                // retried with backoff, never a success that leaves the job due at once.
+                _ => Err(JobError::Transient(format!(
+                    "check-and-set on version {cas} of {path} was refused but no newer version can be read; retrying"
+                ))),
+            },
             Err(e) => Err(e.into()),
         }
     }

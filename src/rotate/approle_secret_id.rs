@@ -12,8 +12,12 @@
 //! since nobody can ever use it. Before deciding, the resume fences KV: it writes the current
 //! data again with check-and-set on the current version, so that the interrupted rotation's own
 //! write — still in flight from a paused or deposed instance — fails its check-and-set instead of
-//! publishing a destroyed secret-id. A run that gave an interrupted rotation up rotates at once. A check-and-set conflict (someone wrote the secret by hand)
-//! destroys the unused new secret-id and raises `ConcurrentWrite`.
+//! publishing a destroyed secret-id. A run that gave an interrupted rotation up rotates at once.
+//! A check-and-set conflict (someone wrote the secret by hand) destroys the unused new secret-id
+//! and raises `ConcurrentWrite`; a refusal with nothing newer to read destroys it too and fails
+//! the run (retried with backoff). A current version deleted or destroyed by hand is replaced by
+//! one fresh version (check-and-set on its number from the metadata); its secret-id cannot be
+//! read, so it is left to its own TTL.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +26,7 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::api_key::CONCURRENT_WRITE;
-use super::{require_capabilities, rotation_metadata};
+use super::{cas_version, require_capabilities, rotation_metadata};
 use crate::config::ApproleSecretIdConfig;
 use crate::job::{
     AlertSignal, Cadence, Inspection, Job, JobContext, JobError, RunReport, RunRequest, Severity,
@@ -394,7 +398,9 @@ impl Job for ApproleSecretIdRotator {
         let current = ctx.kv.kv_read(&self.config.path).await?;
         let (data, metadata) = ctx.vault.kv_api_paths(&self.config.path).await?;
         drop(self.role_id(ctx).await?);
-        let write: &[&str] = if current.is_some() {
+        // A secret whose current version was deleted still exists: writing is an update.
+        let exists = cas_version(ctx, &self.config.path, current.as_ref()).await? > 0;
+        let write: &[&str] = if exists {
             &["read", "update"]
         } else {
             &["read", "create"]
@@ -446,7 +452,11 @@ impl Job for ApproleSecretIdRotator {
                 alerts: vec![],
             });
         }
-        let cas = current.as_ref().map(|c| c.version).unwrap_or(0);
+        // Nothing live there (never written, or the current version deleted or destroyed by
+        // hand): due whatever its age. Check-and-set names the removed version, so exactly one
+        // fresh version replaces it. The removed version's secret-id cannot be read, so it is
+        // not scheduled for destruction: it lives until its own TTL or an operator destroys it.
+        let cas = cas_version(ctx, path, current.as_ref()).await?;
         // Before anything is issued: an unknown role fails here, with nothing changed.
         let role_id = self.role_id(ctx).await?;
         let old_accessor = self.current_accessor(ctx, current.as_ref()).await?;
@@ -497,7 +507,8 @@ impl Job for ApproleSecretIdRotator {
             .await?;
         crate::failpoint::hit("approle-after-issue");
 
-        let existed = current.is_some();
+        // A secret whose current version was removed keeps its custom metadata.
+        let existed = cas > 0;
         let mut data = current.map(|c| c.data).unwrap_or_default();
         data.insert(ROLE_ID.to_string(), role_id);
         data.insert(SECRET_ID.to_string(), secret_id);
@@ -508,9 +519,26 @@ impl Job for ApproleSecretIdRotator {
             Err(VaultError::CasMismatch { .. }) => {
                 Self::destroy(ctx, self.mount(), &self.config.role, &accessor).await?;
                 let now_there = ctx.kv.kv_read(path).await?;
+                // Refused, yet nothing newer can be read (removed again meanwhile, or a
+                // refusal this run cannot explain): not someone else's rotation. A failure
+                // retried with backoff, never a success that leaves the job due at once.
+                let Some(there) = now_there.as_ref().filter(|there| there.version > cas) else {
+                    let why = format!(
+                        "check-and-set on version {cas} of {path} was refused but no newer version can be read; the unused new secret-id was destroyed; retrying"
+                    );
+                    ctx.store
+                        .finish_rotation(
+                            rotation_id,
+                            RotationStatus::Abandoned,
+                            Some(&why),
+                            Utc::now(),
+                        )
+                        .await?;
+                    return Err(JobError::Transient(why));
+                };
                 let detail = format!(
                     "check-and-set on version {cas} failed: version {} was written by someone else; it counts as the rotation (the unused new secret-id was destroyed)",
-                    now_there.as_ref().map(|s| s.version).unwrap_or(0)
+                    there.version
                 );
                 ctx.store
                     .finish_rotation(

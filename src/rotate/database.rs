@@ -1096,8 +1096,8 @@ impl AdminLogin {
         if let Some(u) = field(data, "username") {
             login.username = u;
         }
-        if let Some(p) = data.get("password") {
-            login.password = Some(p.clone());
+        if let Some(p) = data.text("password") {
+            login.password = Some(p);
         }
         if let Some(h) = field(data, "host") {
             login.host = Some(h);
@@ -1127,7 +1127,8 @@ fn percent_decode(s: &str) -> Result<Zeroizing<String>, std::str::Utf8Error> {
 
 /// A non-secret field of a KV secret (usernames, hosts), trimmed; `None` when absent or empty.
 fn field(data: &KvData, name: &str) -> Option<String> {
-    data.get(name)
+    // `text`: an admin secret written as JSON may hold `"port": 5432`.
+    data.text(name)
         .map(|v| v.expose_secret().trim().to_string())
         .filter(|v| !v.is_empty())
 }
@@ -1344,7 +1345,7 @@ mod tests {
             &endpoint("h", Some("d")),
         )
         .unwrap();
-        let get = |k: &str| out[k].expose_secret().to_string();
+        let get = |k: &str| out.get(k).unwrap().expose_secret().to_string();
         assert_eq!(get("owner"), "team-a");
         assert_eq!(get("username"), "app_b");
         assert_eq!(get("password"), "new-pass");
@@ -1394,6 +1395,52 @@ mod tests {
             )
             .contains("[redacted]")
         );
+    }
+
+    #[test]
+    fn consumer_data_keeps_foreign_json_types() {
+        let foreign = serde_json::json!({
+            "pool": 20, "tls": true, "replicas": ["a", 2], "opts": {"x": null}, "gone": null
+        });
+        let mut data: KvData = match foreign.clone() {
+            serde_json::Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| (k, crate::vault::KvValue::from_json(v)))
+                .collect(),
+            _ => unreachable!(),
+        };
+        data.insert("password".into(), "old".to_string().into());
+        let out = consumer_data(
+            data,
+            "postgres",
+            "app",
+            &SecretString::from("new-pass"),
+            &endpoint("h", None),
+        )
+        .unwrap()
+        .to_json();
+        for (key, value) in foreign.as_object().unwrap() {
+            assert_eq!(&out[key], value, "{key}");
+        }
+        // The fields the steward owns are strings, as before.
+        assert_eq!(out["port"], serde_json::json!("5432"));
+        assert_eq!(out["password"], serde_json::json!("new-pass"));
+    }
+
+    #[test]
+    fn admin_login_reads_numbers_written_as_json() {
+        let data: KvData = [
+            ("username", serde_json::json!("admin")),
+            ("password", serde_json::json!(12345678)),
+            ("host", serde_json::json!("db")),
+            ("port", serde_json::json!(6432)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), crate::vault::KvValue::from_json(v)))
+        .collect();
+        let a = AdminLogin::from_kv(&data).unwrap();
+        assert_eq!(a.port, Some(6432));
+        assert_eq!(a.password.as_ref().unwrap().expose_secret(), "12345678");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::config::{Duration, JobConfig, JobSpec};
 use crate::job::{Job, JobContext, JobError};
+use crate::vault::KvSecret;
 
 /// Builds a job kind's behaviour from its settings; `job_timeout` is `[engine] job_timeout`, the
 /// run time limit of jobs that set no `timeout`. Errors name a kind this build lacks.
@@ -74,6 +75,26 @@ pub fn rotation_metadata(
         at.to_rfc3339_opts(SecondsFormat::Secs, true),
     );
     md
+}
+
+/// The version a check-and-set write must name to replace `current` (what `kv_read` returned
+/// for `path`). A current version that was deleted or destroyed reads as absent, yet Vault
+/// refuses check-and-set 0 while the secret's metadata exists: the metadata's
+/// `current_version` is the one to replace. 0 only when there is no secret at all.
+pub async fn cas_version(
+    ctx: &JobContext,
+    path: &str,
+    current: Option<&KvSecret>,
+) -> Result<u64, JobError> {
+    Ok(match current {
+        Some(c) => c.version,
+        None => ctx
+            .kv
+            .kv_metadata(path)
+            .await?
+            .map(|m| m.current_version)
+            .unwrap_or(0),
+    })
 }
 
 /// Proves with `sys/capabilities-self`, writing nothing, that the session's token may do

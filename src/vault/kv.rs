@@ -6,13 +6,202 @@
 //! themselves are made by the session.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
-/// The fields of one KV secret version. Non-string JSON values are kept as their JSON text.
-pub type KvData = BTreeMap<String, SecretString>;
+/// One field of a KV secret version.
+#[derive(Clone)]
+pub enum KvValue {
+    /// A JSON string. Any string field may be a secret, so every one is kept as one.
+    Secret(SecretString),
+    /// Any other JSON value (number, boolean, array, object, null), kept as it was read so that
+    /// a rotation writes it back with its type: a consumer that decodes `"port": 5432` must not
+    /// find `"5432"` after the next rotation.
+    Json(ForeignJson),
+}
+
+impl KvValue {
+    /// A field as Vault's JSON holds it: strings become secrets (the JSON copy is wiped),
+    /// anything else stays JSON.
+    pub fn from_json(value: serde_json::Value) -> KvValue {
+        match value {
+            serde_json::Value::String(mut text) => {
+                let secret = SecretString::from(text.as_str());
+                text.zeroize();
+                KvValue::Secret(secret)
+            }
+            other => KvValue::Json(ForeignJson(other)),
+        }
+    }
+
+    /// The value of a string field.
+    pub fn as_secret(&self) -> Option<&SecretString> {
+        match self {
+            KvValue::Secret(secret) => Some(secret),
+            KvValue::Json(_) => None,
+        }
+    }
+
+    /// The value as the JSON to send to Vault: strings exposed (for the request body only),
+    /// everything else exactly as read.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            KvValue::Secret(secret) => {
+                serde_json::Value::String(secret.expose_secret().to_string())
+            }
+            KvValue::Json(json) => json.0.clone(),
+        }
+    }
+}
+
+impl From<SecretString> for KvValue {
+    fn from(secret: SecretString) -> Self {
+        KvValue::Secret(secret)
+    }
+}
+
+impl fmt::Debug for KvValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvValue::Secret(_) => f.write_str("Secret([redacted])"),
+            KvValue::Json(json) => json.fmt(f),
+        }
+    }
+}
+
+/// A non-string JSON field. Arrays and objects may hold secrets too, so `Debug` shows only the
+/// type and the strings inside are wiped on drop.
+#[derive(Clone, PartialEq)]
+pub struct ForeignJson(serde_json::Value);
+
+impl ForeignJson {
+    pub fn value(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ForeignJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.0 {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "bool",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Array(_) => "array",
+            serde_json::Value::Object(_) => "object",
+        };
+        write!(f, "Json({kind}, [redacted])")
+    }
+}
+
+impl Drop for ForeignJson {
+    fn drop(&mut self) {
+        wipe_strings(&mut self.0);
+    }
+}
+
+/// Zeroizes every string inside `value` (object keys are names, not values, and stay).
+fn wipe_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => text.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe_strings),
+        serde_json::Value::Object(map) => map.values_mut().for_each(wipe_strings),
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
+    }
+}
+
+/// The fields of one KV secret version: the ones the steward writes are strings (secrets); the
+/// others are carried over with their JSON types.
+#[derive(Clone, Debug, Default)]
+pub struct KvData(BTreeMap<String, KvValue>);
+
+impl KvData {
+    pub fn new() -> Self {
+        KvData::default()
+    }
+
+    /// A string field; `None` when absent or not a string.
+    pub fn get(&self, key: &str) -> Option<&SecretString> {
+        self.0.get(key).and_then(KvValue::as_secret)
+    }
+
+    /// Any field, whatever its type.
+    pub fn get_value(&self, key: &str) -> Option<&KvValue> {
+        self.0.get(key)
+    }
+
+    /// A field read as text: a string as it is, a number or boolean as its JSON text (an
+    /// operator may well write `"port": 5432`); `None` for absent, null, arrays and objects.
+    pub fn text(&self, key: &str) -> Option<SecretString> {
+        match self.0.get(key)? {
+            KvValue::Secret(secret) => Some(secret.clone()),
+            KvValue::Json(json) => match &json.0 {
+                serde_json::Value::Number(n) => Some(SecretString::from(n.to_string())),
+                serde_json::Value::Bool(b) => Some(SecretString::from(b.to_string())),
+                _ => None,
+            },
+        }
+    }
+
+    /// Sets a string field (replacing a field of any type).
+    pub fn insert(&mut self, key: String, value: SecretString) -> Option<KvValue> {
+        self.0.insert(key, KvValue::Secret(value))
+    }
+
+    /// Sets a field of any type.
+    pub fn insert_value(&mut self, key: String, value: KvValue) -> Option<KvValue> {
+        self.0.insert(key, value)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<KvValue> {
+        self.0.remove(key)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &KvValue)> {
+        self.0.iter()
+    }
+
+    /// The `data` object of a write: every field with its own JSON type.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .map(|(key, value)| (key.clone(), value.to_json()))
+                .collect(),
+        )
+    }
+}
+
+impl FromIterator<(String, SecretString)> for KvData {
+    fn from_iter<I: IntoIterator<Item = (String, SecretString)>>(iter: I) -> Self {
+        KvData(
+            iter.into_iter()
+                .map(|(key, value)| (key, KvValue::Secret(value)))
+                .collect(),
+        )
+    }
+}
+
+impl FromIterator<(String, KvValue)> for KvData {
+    fn from_iter<I: IntoIterator<Item = (String, KvValue)>>(iter: I) -> Self {
+        KvData(iter.into_iter().collect())
+    }
+}
 
 /// One version of a KV v2 secret.
 #[derive(Debug)]
@@ -155,24 +344,10 @@ pub(crate) fn data_from_json(value: serde_json::Value) -> Result<KvData, String>
     let serde_json::Value::Object(map) = value else {
         return Err("the secret's data is not a JSON object".into());
     };
-    let mut data = KvData::new();
-    for (key, value) in map {
-        let secret = match value {
-            serde_json::Value::String(mut text) => {
-                let secret = SecretString::from(text.as_str());
-                text.zeroize();
-                secret
-            }
-            other => {
-                let mut text = other.to_string();
-                let secret = SecretString::from(text.as_str());
-                text.zeroize();
-                secret
-            }
-        };
-        data.insert(key, secret);
-    }
-    Ok(data)
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| (key, KvValue::from_json(value)))
+        .collect())
 }
 
 /// Parses one of Vault's RFC 3339 timestamps; `field` names it in the error.
@@ -336,29 +511,100 @@ mod tests {
         );
     }
 
+    fn typed() -> serde_json::Value {
+        json!({
+            "api_key": "abc",
+            "port": 5432,
+            "negative": -7,
+            "ratio": 0.25,
+            "tls": true,
+            "off": false,
+            "list": ["x", 1, null],
+            "obj": {"a": [1], "inner": "hidden-in-object"},
+            "empty": {},
+            "none": null
+        })
+    }
+
     #[test]
-    fn data_keeps_non_strings_as_json_text() {
-        let data = data_from_json(
-            json!({"api_key": "abc", "port": 5432, "tls": true, "obj": {"a": [1]}, "none": null}),
-        )
-        .unwrap();
-        let shown: BTreeMap<&str, &str> = data
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.expose_secret()))
-            .collect();
-        assert_eq!(
-            shown,
-            BTreeMap::from([
-                ("api_key", "abc"),
-                ("port", "5432"),
-                ("tls", "true"),
-                ("obj", r#"{"a":[1]}"#),
-                ("none", "null"),
-            ])
-        );
+    fn strings_are_secrets_and_other_values_keep_their_type() {
+        let data = data_from_json(typed()).unwrap();
+        assert_eq!(data.len(), 10);
+        assert_eq!(data.get("api_key").unwrap().expose_secret(), "abc");
+        // Only strings read as secrets; the others are there with their type.
+        assert!(data.get("port").is_none());
+        assert!(matches!(
+            data.get_value("port"),
+            Some(KvValue::Json(j)) if j.value() == &json!(5432)
+        ));
+        assert!(matches!(
+            data.get_value("none"),
+            Some(KvValue::Json(j)) if j.value().is_null()
+        ));
+        assert!(data.contains_key("none"));
         assert!(data_from_json(json!(null)).is_err());
-        // Debug never shows values.
-        assert!(!format!("{data:?}").contains("abc"));
+        assert!(data_from_json(json!(["a"])).is_err());
+    }
+
+    #[test]
+    fn written_back_unchanged() {
+        let data = data_from_json(typed()).unwrap();
+        assert_eq!(data.to_json(), typed());
+        // A rotation's change touches only its own field.
+        let mut data = data;
+        data.insert("api_key".into(), SecretString::from("new"));
+        let mut expected = typed();
+        expected["api_key"] = json!("new");
+        assert_eq!(data.to_json(), expected);
+        // A steward field replaces a foreign value of another type.
+        data.insert("port".into(), SecretString::from("6432"));
+        assert_eq!(data.to_json()["port"], json!("6432"));
+    }
+
+    #[test]
+    fn text_reads_scalars_but_not_structures() {
+        let data = data_from_json(typed()).unwrap();
+        let text = |k: &str| data.text(k).map(|s| s.expose_secret().to_string());
+        assert_eq!(text("api_key").as_deref(), Some("abc"));
+        assert_eq!(text("port").as_deref(), Some("5432"));
+        assert_eq!(text("tls").as_deref(), Some("true"));
+        assert_eq!(text("ratio").as_deref(), Some("0.25"));
+        assert_eq!(text("obj"), None);
+        assert_eq!(text("list"), None);
+        assert_eq!(text("none"), None);
+        assert_eq!(text("missing"), None);
+    }
+
+    #[test]
+    fn debug_never_shows_values() {
+        let data = data_from_json(typed()).unwrap();
+        let shown = format!("{data:?}");
+        for value in ["abc", "5432", "hidden-in-object", "0.25"] {
+            assert!(!shown.contains(value), "{value} in {shown}");
+        }
+        assert!(shown.contains("port"), "keys are shown: {shown}");
+        assert!(shown.contains("object"), "types are shown: {shown}");
+    }
+
+    #[test]
+    fn strings_inside_json_are_wiped() {
+        let mut value = json!({"a": ["secret-1", {"b": "secret-2"}], "n": 1});
+        wipe_strings(&mut value);
+        let serde_json::Value::Object(map) = &value else {
+            panic!("object")
+        };
+        let text = map["a"].to_string();
+        assert!(!text.contains("secret"), "{text}");
+        assert_eq!(map["n"], json!(1));
+    }
+
+    #[test]
+    fn collects_from_secrets() {
+        let data: KvData = [("k".to_string(), SecretString::from("v"))]
+            .into_iter()
+            .collect();
+        assert_eq!(data.to_json(), json!({"k": "v"}));
+        assert!(KvData::new().is_empty());
     }
 
     #[test]

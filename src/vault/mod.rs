@@ -19,7 +19,7 @@ mod session;
 
 pub use api::{AppRoleApi, IssuedSecretId, KvApi};
 pub use error::VaultError;
-pub use kv::{KvData, KvMetadata, KvSecret, KvVersionMeta, KvWrite};
+pub use kv::{ForeignJson, KvData, KvMetadata, KvSecret, KvValue, KvVersionMeta, KvWrite};
 pub use session::{AuthState, KvCapabilities, VaultSession};
 
 /// Installs rustls's ring provider as the process default (reqwest panics building a client

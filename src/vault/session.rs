@@ -375,19 +375,12 @@ impl VaultSession {
         let (mount, rest) = self.kv_location(path).await?;
         let result = self
             .call(|client| {
-                let body: serde_json::Map<String, serde_json::Value> = data
-                    .iter()
-                    .map(|(key, value)| {
-                        (
-                            key.clone(),
-                            serde_json::Value::String(value.expose_secret().to_string()),
-                        )
-                    })
-                    .collect();
+                // Every field with its own JSON type: foreign numbers, booleans, arrays,
+                // objects and nulls go back exactly as they were read.
                 let endpoint = SetSecretRequest {
                     mount: mount.clone(),
                     path: rest.clone(),
-                    data: serde_json::Value::Object(body),
+                    data: data.to_json(),
                     options: Some(SetSecretRequestOptions { cas: cas32 }),
                 };
                 async move {
