@@ -789,10 +789,10 @@ fn plain_http_vault_off_loopback_is_a_warning() {
 /// sign of that is that its /proc/PID files become owned by root although it runs as another
 /// user, so that user's other processes can no longer read its /proc/PID/environ (where
 /// VAULT_TOKEN may sit) or /proc/PID/mem. The process runs as `nobody` (uid 65534) and blocks
-/// reading its config from a pipe that the test keeps open.
+/// opening its config, a FIFO no one writes to yet; the test checks that it is alive (a zombie's
+/// /proc files are root's too) while it looks.
 #[test]
 fn the_process_is_not_dumpable_and_its_environ_is_private() {
-    use std::io::Write;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
@@ -807,27 +807,31 @@ fn the_process_is_not_dumpable_and_its_environ_is_private() {
     let bin = dir.path().join("vault-steward");
     std::fs::copy(env!("CARGO_BIN_EXE_vault-steward"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fifo = dir.path().join("steward.toml");
+    assert!(Command::new("mkfifo").arg("-m").arg("644").arg(&fifo).status().unwrap().success());
     let mut child = Command::new(&bin)
-        .args(["--config", "/dev/stdin", "check"])
+        .arg("--config")
+        .arg(&fifo)
+        .arg("check")
         .env("VAULT_TOKEN", "not-a-real-token-1b0e7c")
         .uid(NOBODY)
         .gid(NOBODY)
-        .stdin(Stdio::piped())
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start vault-steward as nobody");
     let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    let status = || std::fs::read_to_string(proc_dir.join("status")).unwrap();
+    // Blocked in open(2) on the FIFO: that is after main's first statement.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let owner = loop {
-        let owner = std::fs::metadata(proc_dir.join("environ")).unwrap().uid();
-        if owner == 0 || std::time::Instant::now() > deadline {
-            break owner;
-        }
+    while !std::fs::read_to_string(proc_dir.join("wchan")).is_ok_and(|w| w.contains("wait_for_partner") || w.contains("fifo"))
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    }
+    let owner = std::fs::metadata(proc_dir.join("environ")).unwrap().uid();
+    let before = status();
     // Another process of the same user tries to read the environment.
     let peek = Command::new("cat")
         .arg(proc_dir.join("environ"))
@@ -835,18 +839,24 @@ fn the_process_is_not_dumpable_and_its_environ_is_private() {
         .gid(NOBODY)
         .output()
         .unwrap();
+    let after = status();
     // Let it go: an empty config is refused and the process exits.
-    child.stdin.take().unwrap().write_all(b"").unwrap();
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
     let out = child.wait_with_output().unwrap();
-    assert!(uid_line.contains(&NOBODY.to_string()), "{uid_line}");
+    for s in [&before, &after] {
+        let state = s.lines().find(|l| l.starts_with("State:")).unwrap();
+        assert!(!state.contains('Z') && !state.contains('X'), "not running: {state}");
+        let uid = s.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(uid.contains(&NOBODY.to_string()), "{uid}");
+    }
     assert_eq!(
         owner, 0,
-        "/proc/PID of a process running as uid {NOBODY} is still owned by it: the process is dumpable"
+        "/proc/PID of a live process running as uid {NOBODY} is owned by it: the process is dumpable"
     );
     assert!(
         !peek.status.success() && !String::from_utf8_lossy(&peek.stdout).contains("1b0e7c"),
         "another process of the same user read the environment: {}",
-        String::from_utf8_lossy(&peek.stderr)
+        String::from_utf8_lossy(&peek.stdout)
     );
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
