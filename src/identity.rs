@@ -142,7 +142,10 @@ fn pid_state(pid: u32) -> PidState {
     if let Some(start) = process_start(pid) {
         return PidState::StartedAt(start);
     }
-    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         // pid 0 (or out of range) names no process.
         return PidState::Gone;
     };
@@ -257,11 +260,17 @@ mod tests {
         // Same host, boot and namespace, pid gone: dead.
         assert!(dead(&local(200, 6000, "bbbbbbbbbbbbbbbb"), &gone));
         // The pid runs a process started at another tick: recycled, so dead.
-        assert!(dead(&local(200, 6000, "bbbbbbbbbbbbbbbb"), &|_| PidState::StartedAt(7000)));
+        assert!(dead(&local(200, 6000, "bbbbbbbbbbbbbbbb"), &|_| {
+            PidState::StartedAt(7000)
+        }));
         // The same process still runs: alive.
-        assert!(!dead(&local(200, 6000, "bbbbbbbbbbbbbbbb"), &|_| PidState::StartedAt(6000)));
+        assert!(!dead(&local(200, 6000, "bbbbbbbbbbbbbbbb"), &|_| {
+            PidState::StartedAt(6000)
+        }));
         // A pid we may not see (ProtectProc=invisible): never dead.
-        assert!(!dead(&local(200, 6000, "bbbbbbbbbbbbbbbb"), &|_| PidState::Unknown));
+        assert!(!dead(&local(200, 6000, "bbbbbbbbbbbbbbbb"), &|_| {
+            PidState::Unknown
+        }));
         // Another boot, an unknown boot on either side, another pid namespace (a container
         // with the same host name) or another host: never dead, whatever the pid lookup says.
         let other_boot = Holder {
@@ -297,7 +306,10 @@ mod tests {
     #[test]
     fn real_pid_lookups() {
         let pid = std::process::id();
-        assert_eq!(pid_state(pid), PidState::StartedAt(process_start(pid).unwrap()));
+        assert_eq!(
+            pid_state(pid),
+            PidState::StartedAt(process_start(pid).unwrap())
+        );
         assert_eq!(pid_state(0), PidState::Gone);
         // The largest pid Linux can hand out is 2^22; this one cannot exist.
         assert_eq!(pid_state(i32::MAX as u32), PidState::Gone);

@@ -780,7 +780,10 @@ fn plain_http_vault_off_loopback_is_a_warning() {
     let s = Setup::new(STEWARD);
     let (code, _, stderr) = check(&s.config(), &[("VAULT_ADDR", "http://10.1.2.3:8200")]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains(": warning: VAULT_ADDR: `http://10.1.2.3:8200` is plain HTTP"), "{stderr}");
+    assert!(
+        stderr.contains(": warning: VAULT_ADDR: `http://10.1.2.3:8200` is plain HTTP"),
+        "{stderr}"
+    );
     let (_, _, stderr) = check(&s.config(), &[("VAULT_ADDR", "https://10.1.2.3:8200")]);
     assert!(!stderr.contains("warning"), "{stderr}");
 }
@@ -808,8 +811,16 @@ fn the_process_is_not_dumpable_and_its_environ_is_private() {
     std::fs::copy(env!("CARGO_BIN_EXE_vault-steward"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let fifo = dir.path().join("steward.toml");
-    assert!(Command::new("mkfifo").arg("-m").arg("644").arg(&fifo).status().unwrap().success());
-    let mut child = Command::new(&bin)
+    assert!(
+        Command::new("mkfifo")
+            .arg("-m")
+            .arg("644")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let child = Command::new(&bin)
         .arg("--config")
         .arg(&fifo)
         .arg("check")
@@ -825,7 +836,8 @@ fn the_process_is_not_dumpable_and_its_environ_is_private() {
     let status = || std::fs::read_to_string(proc_dir.join("status")).unwrap();
     // Blocked in open(2) on the FIFO: that is after main's first statement.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !std::fs::read_to_string(proc_dir.join("wchan")).is_ok_and(|w| w.contains("wait_for_partner") || w.contains("fifo"))
+    while !std::fs::read_to_string(proc_dir.join("wchan"))
+        .is_ok_and(|w| w.contains("wait_for_partner") || w.contains("fifo"))
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -845,7 +857,10 @@ fn the_process_is_not_dumpable_and_its_environ_is_private() {
     let out = child.wait_with_output().unwrap();
     for s in [&before, &after] {
         let state = s.lines().find(|l| l.starts_with("State:")).unwrap();
-        assert!(!state.contains('Z') && !state.contains('X'), "not running: {state}");
+        assert!(
+            !state.contains('Z') && !state.contains('X'),
+            "not running: {state}"
+        );
         let uid = s.lines().find(|l| l.starts_with("Uid:")).unwrap();
         assert!(uid.contains(&NOBODY.to_string()), "{uid}");
     }
@@ -858,5 +873,10 @@ fn the_process_is_not_dumpable_and_its_environ_is_private() {
         "another process of the same user read the environment: {}",
         String::from_utf8_lossy(&peek.stdout)
     );
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -461,7 +461,10 @@ async fn lock_holder_names_the_real_host_where_proc_sys_is_hidden() {
         .output()
         .expect("run vault-steward");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the failpoint aborts the run: {stderr}");
+    assert!(
+        !out.status.success(),
+        "the failpoint aborts the run: {stderr}"
+    );
     let kv = vault.kv_get(&path).await.unwrap();
     record_canaries([kv.data["api_key"].as_str().unwrap()]);
 
@@ -480,5 +483,8 @@ async fn lock_holder_names_the_real_host_where_proc_sys_is_hidden() {
     // host, boot id, pid namespace, pid, start time, nonce.
     assert_eq!(holder.split(':').count(), 6, "{holder}");
     let nonce = holder.rsplit(':').next().unwrap();
-    assert!(nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()), "{holder}");
+    assert!(
+        nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{holder}"
+    );
 }

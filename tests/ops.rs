@@ -72,7 +72,12 @@ fn systemd_unit_lets_the_example_jobs_write_their_local_snapshots() {
             continue;
         }
         let doc: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-        for job in doc.get("job").and_then(|j| j.as_array()).into_iter().flatten() {
+        for job in doc
+            .get("job")
+            .and_then(|j| j.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let Some(dir) = job
                 .get("local")
                 .and_then(|l| l.get("dir"))

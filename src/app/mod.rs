@@ -52,9 +52,8 @@ pub fn main() -> ExitCode {
     // First of all: no core dump may carry the token or a password, and no other process of the
     // same user may read /proc/self/environ or /proc/self/mem (VAULT_TOKEN may sit in the
     // environment). Non-dumpable also makes /proc/self/* owned by root.
-    let dumpable = rustix::process::set_dumpable_behavior(
-        rustix::process::DumpableBehavior::NotDumpable,
-    );
+    let dumpable =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -289,7 +289,11 @@ mod tests {
             let got = read_secret_file(&file_with_mode(dir.path(), mode));
             assert_eq!(got.unwrap().expose_secret(), "s3cr3t", "{mode:o}");
         }
-        for (mode, who) in [(0o640, "its group"), (0o604, "other users"), (0o644, "other users")] {
+        for (mode, who) in [
+            (0o640, "its group"),
+            (0o604, "other users"),
+            (0o644, "other users"),
+        ] {
             let err = read_secret_file(&file_with_mode(dir.path(), mode)).unwrap_err();
             assert!(
                 matches!(err, SecretError::WorldReadable { who: w, .. } if w == who),

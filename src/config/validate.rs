@@ -2087,7 +2087,10 @@ pub(crate) fn pending_path_clashes(jobs: &[JobConfig]) -> Vec<ConfigError> {
                 Some(at) => (at.clone(), format!("`pending_path` `{pending}`")),
                 None => (
                     job.location.clone(),
-                    format!("the default pending path of job `{}`, `{pending}`,", job.name),
+                    format!(
+                        "the default pending path of job `{}`, `{pending}`,",
+                        job.name
+                    ),
                 ),
             };
             errors.push(ConfigError {
@@ -2745,7 +2748,9 @@ max_age = "30d"
         assert!(errors.is_empty(), "{errors:?}");
         let (_, errors) = parse_jobs(&format!("{base}username = \"{}\"\n", "é".repeat(32)));
         assert!(
-            errors.iter().any(|e| e.contains("is 64 bytes long; at most 63 bytes")),
+            errors
+                .iter()
+                .any(|e| e.contains("is 64 bytes long; at most 63 bytes")),
             "{errors:?}"
         );
         let mysql = base.replace("\"postgres\"", "\"mysql\"");
@@ -2790,15 +2795,32 @@ max_age = "30d"
         let fine = format!(
             "{}{}{api}",
             db("a", "secret/db/a", "secret/db/admin", None),
-            db("b", "secret/db/b", "secret/db/admin", Some("secret/steward/b"))
+            db(
+                "b",
+                "secret/db/b",
+                "secret/db/admin",
+                Some("secret/steward/b")
+            )
         );
         assert_eq!(clashes(&fine), Vec::<String>::new());
         // Another job's `path`, `admin_path`, a path under one, an api-key's path.
         for (pending, fragment) in [
-            ("secret/db/b", "is job `b`'s (at /etc/vs/jobs/j.toml:8:1) `path` `secret/db/b`"),
-            ("secret/db/admin-b", "is job `b`'s (at /etc/vs/jobs/j.toml:8:1) `admin_path`"),
-            ("secret/db/b/x", "lies under job `b`'s (at /etc/vs/jobs/j.toml:8:1) `path`"),
-            ("secret/api/key", "is job `key`'s (at /etc/vs/jobs/j.toml:14:1) `path`"),
+            (
+                "secret/db/b",
+                "is job `b`'s (at /etc/vs/jobs/j.toml:8:1) `path` `secret/db/b`",
+            ),
+            (
+                "secret/db/admin-b",
+                "is job `b`'s (at /etc/vs/jobs/j.toml:8:1) `admin_path`",
+            ),
+            (
+                "secret/db/b/x",
+                "lies under job `b`'s (at /etc/vs/jobs/j.toml:8:1) `path`",
+            ),
+            (
+                "secret/api/key",
+                "is job `key`'s (at /etc/vs/jobs/j.toml:14:1) `path`",
+            ),
         ] {
             let text = format!(
                 "{}{}{api}",
@@ -2814,15 +2836,28 @@ max_age = "30d"
             assert!(got[0].contains(fragment), "{got:?}");
         }
         // Under the job's own path (equality is reported by the job's own check).
-        let own = db("a", "secret/db/a", "secret/db/admin", Some("secret/db/a/pending"));
+        let own = db(
+            "a",
+            "secret/db/a",
+            "secret/db/admin",
+            Some("secret/db/a/pending"),
+        );
         let got = clashes(&own);
         assert_eq!(got.len(), 1, "{got:?}");
-        assert!(got[0].contains("lies under this job's `path` `secret/db/a`"), "{got:?}");
+        assert!(
+            got[0].contains("lies under this job's `path` `secret/db/a`"),
+            "{got:?}"
+        );
         // Another job's default pending path, written out: one error, at the later job.
         let text = format!(
             "{}{}",
             db("a", "secret/db/a", "secret/db/admin", None),
-            db("b", "secret/db/b", "secret/db/admin", Some("secret/vault-steward/pending/a"))
+            db(
+                "b",
+                "secret/db/b",
+                "secret/db/admin",
+                Some("secret/vault-steward/pending/a")
+            )
         );
         let got = clashes(&text);
         assert_eq!(got.len(), 1, "{got:?}");

@@ -1062,7 +1062,9 @@ const MAX_REDIRECTS: usize = 3;
 /// A redirect refused because the `X-Vault-Token` header would go along (reqwest strips only
 /// `Authorization`-style headers across hosts).
 #[derive(Debug, thiserror::Error)]
-#[error("refused a redirect that would send the Vault token over plain HTTP or to another host without TLS")]
+#[error(
+    "refused a redirect that would send the Vault token over plain HTTP or to another host without TLS"
+)]
 struct UnsafeRedirect;
 
 /// Whether a request first sent to `from` may follow a redirect to `to`, token and all. A
@@ -1074,7 +1076,8 @@ fn redirect_keeps_the_token_safe(from: &url::Url, to: &url::Url) -> bool {
     match (from.scheme(), to.scheme()) {
         ("https", "https") => true,
         ("http", "http") | ("http", "https") => {
-            from.host_str().map(str::to_ascii_lowercase) == to.host_str().map(str::to_ascii_lowercase)
+            from.host_str().map(str::to_ascii_lowercase)
+                == to.host_str().map(str::to_ascii_lowercase)
         }
         _ => false,
     }
@@ -1087,17 +1090,41 @@ mod tests {
         use super::redirect_keeps_the_token_safe as safe;
         let u = |s: &str| url::Url::parse(s).unwrap();
         // A standby's redirect to the active node over TLS.
-        assert!(safe(&u("https://vault-1:8200/v1/x"), &u("https://vault-2:8200/v1/x")));
+        assert!(safe(
+            &u("https://vault-1:8200/v1/x"),
+            &u("https://vault-2:8200/v1/x")
+        ));
         // Downgrades are refused, whatever the host.
-        assert!(!safe(&u("https://vault:8200/v1/x"), &u("http://vault:8200/v1/x")));
-        assert!(!safe(&u("https://vault:8200/v1/x"), &u("http://evil:80/v1/x")));
+        assert!(!safe(
+            &u("https://vault:8200/v1/x"),
+            &u("http://vault:8200/v1/x")
+        ));
+        assert!(!safe(
+            &u("https://vault:8200/v1/x"),
+            &u("http://evil:80/v1/x")
+        ));
         // Plain HTTP: the same host (another port) only; an upgrade to https is fine.
-        assert!(safe(&u("http://127.0.0.1:8200/v1/x"), &u("http://127.0.0.1:8201/v1/x")));
-        assert!(safe(&u("http://vault:8200/v1/x"), &u("https://vault:8200/v1/x")));
-        assert!(!safe(&u("http://vault:8200/v1/x"), &u("http://other:8200/v1/x")));
-        assert!(!safe(&u("http://vault:8200/v1/x"), &u("https://other:8200/v1/x")));
+        assert!(safe(
+            &u("http://127.0.0.1:8200/v1/x"),
+            &u("http://127.0.0.1:8201/v1/x")
+        ));
+        assert!(safe(
+            &u("http://vault:8200/v1/x"),
+            &u("https://vault:8200/v1/x")
+        ));
+        assert!(!safe(
+            &u("http://vault:8200/v1/x"),
+            &u("http://other:8200/v1/x")
+        ));
+        assert!(!safe(
+            &u("http://vault:8200/v1/x"),
+            &u("https://other:8200/v1/x")
+        ));
         // Other schemes never.
-        assert!(!safe(&u("https://vault:8200/v1/x"), &u("file:///etc/passwd")));
+        assert!(!safe(
+            &u("https://vault:8200/v1/x"),
+            &u("file:///etc/passwd")
+        ));
     }
 
     use super::*;
