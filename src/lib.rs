@@ -18,6 +18,7 @@
 //! - [`backup`] — raft snapshots: stream, check, encrypt, ship (S3, local), prune, verify,
 //!   restore.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`; [`metrics`] names every metric.
+//! - [`identity`] — who this process is (host, boot, pid, nonce) for locks and the lease.
 //! - [`telemetry`] — tracing setup.
 
 pub mod alert;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod failpoint;
 pub mod http;
+pub mod identity;
 pub mod job;
 pub mod leader;
 pub mod metrics;

@@ -231,8 +231,26 @@ fn world_readable_secret_file_points_at_the_value() {
         &s.config(),
         5,
         16,
-        "is readable by other users (mode 644); chmod o-rwx it",
+        "is readable by other users (mode 644); chmod 600 it",
     );
+}
+
+#[test]
+fn group_readable_or_foreign_secret_file_is_refused() {
+    let s = Setup::new(STEWARD);
+    s.secret("role-id", 0o640);
+    assert_error(
+        &s,
+        &s.config(),
+        5,
+        16,
+        "is readable by its group (mode 640); chmod 600 it",
+    );
+    // Owned by another user (only root can give a file away; these tests run as root).
+    let path = s.secret("role-id", 0o600);
+    if std::os::unix::fs::chown(&path, Some(65534), None).is_ok() {
+        assert_error(&s, &s.config(), 5, 16, "is owned by uid 65534");
+    }
 }
 
 #[test]
@@ -675,4 +693,190 @@ pending_path = "secret/database/orders"
     assert_error(&s, &f, 7, 21, "`password_alphabet`: '\\'' is not allowed");
     assert_error(&s, &f, 8, 16, "`account_host` is only for kind = \"mysql\"");
     assert_error(&s, &f, 9, 16, "`pending_path` must be a path of its own");
+}
+
+#[test]
+fn pending_path_must_not_be_another_jobs_path() {
+    let s = Setup::new(STEWARD);
+    s.job(
+        "billing.toml",
+        r#"[[job]]
+name = "billing-db"
+kind = "postgres"
+path = "secret/database/billing"
+admin_path = "secret/database/billing-admin"
+username = "billing_app"
+"#,
+    );
+    let f = s.job(
+        "orders.toml",
+        r#"[[job]]
+name = "orders-db"
+kind = "postgres"
+path = "secret/database/orders"
+admin_path = "secret/database/orders-admin"
+username = "orders_app"
+pending_path = "secret/database/billing"
+"#,
+    );
+    assert_error(
+        &s,
+        &f,
+        7,
+        16,
+        "`pending_path` `secret/database/billing` is job `billing-db`'s",
+    );
+    // Under another job's admin secret is refused as well.
+    std::fs::write(
+        &f,
+        std::fs::read_to_string(&f).unwrap().replace(
+            "pending_path = \"secret/database/billing\"",
+            "pending_path = \"secret/database/billing-admin/next\"",
+        ),
+    )
+    .unwrap();
+    assert_error(&s, &f, 7, 16, "lies under job `billing-db`'s");
+}
+
+#[test]
+fn database_username_is_limited_to_63_bytes() {
+    let s = Setup::new(STEWARD);
+    // 32 characters, 64 bytes: PostgreSQL would cut it to 63 bytes.
+    let f = s.job(
+        "db.toml",
+        &format!(
+            r#"[[job]]
+name = "orders-db"
+kind = "postgres"
+path = "secret/database/orders"
+admin_path = "secret/database/orders-admin"
+username = "{}"
+"#,
+            "é".repeat(32)
+        ),
+    );
+    assert_error(&s, &f, 6, 12, "is 64 bytes long; at most 63 bytes");
+}
+
+#[test]
+fn plain_http_vault_off_loopback_is_a_warning() {
+    // Loopback over HTTP (STEWARD's address): no warning.
+    let s = Setup::new(STEWARD);
+    let (code, _, stderr) = check(&s.config(), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // Another host: still valid (exit 0), with a warning at the value.
+    let s = Setup::new(&STEWARD.replace("127.0.0.1:8200", "vault.example.com:8200"));
+    let (code, stdout, stderr) = check(&s.config(), &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let prefix = format!("{}:2:11: warning: `address`", s.config().display());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&prefix) && l.contains("plain HTTP")),
+        "{stderr}"
+    );
+    // From VAULT_ADDR, at the [vault] header.
+    let s = Setup::new(STEWARD);
+    let (code, _, stderr) = check(&s.config(), &[("VAULT_ADDR", "http://10.1.2.3:8200")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(": warning: VAULT_ADDR: `http://10.1.2.3:8200` is plain HTTP"),
+        "{stderr}"
+    );
+    let (_, _, stderr) = check(&s.config(), &[("VAULT_ADDR", "https://10.1.2.3:8200")]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// Core dumps and /proc: the process marks itself non-dumpable first thing. The kernel's honest
+/// sign of that is that its /proc/PID files become owned by root although it runs as another
+/// user, so that user's other processes can no longer read its /proc/PID/environ (where
+/// VAULT_TOKEN may sit) or /proc/PID/mem. The process runs as `nobody` (uid 65534) and blocks
+/// opening its config, a FIFO no one writes to yet; the test checks that it is alive (a zombie's
+/// /proc files are root's too) while it looks.
+#[test]
+fn the_process_is_not_dumpable_and_its_environ_is_private() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    const NOBODY: u32 = 65534;
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: only root can start a process as another user");
+        return;
+    }
+    // A copy of the binary that `nobody` may run (the build directory may be private).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("vault-steward");
+    std::fs::copy(env!("CARGO_BIN_EXE_vault-steward"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fifo = dir.path().join("steward.toml");
+    assert!(
+        Command::new("mkfifo")
+            .arg("-m")
+            .arg("644")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let child = Command::new(&bin)
+        .arg("--config")
+        .arg(&fifo)
+        .arg("check")
+        .env("VAULT_TOKEN", "not-a-real-token-1b0e7c")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vault-steward as nobody");
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    let status = || std::fs::read_to_string(proc_dir.join("status")).unwrap();
+    // Blocked in open(2) on the FIFO: that is after main's first statement.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(proc_dir.join("wchan"))
+        .is_ok_and(|w| w.contains("wait_for_partner") || w.contains("fifo"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let owner = std::fs::metadata(proc_dir.join("environ")).unwrap().uid();
+    let before = status();
+    // Another process of the same user tries to read the environment.
+    let peek = Command::new("cat")
+        .arg(proc_dir.join("environ"))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let after = status();
+    // Let it go: an empty config is refused and the process exits.
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+    let out = child.wait_with_output().unwrap();
+    for s in [&before, &after] {
+        let state = s.lines().find(|l| l.starts_with("State:")).unwrap();
+        assert!(
+            !state.contains('Z') && !state.contains('X'),
+            "not running: {state}"
+        );
+        let uid = s.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(uid.contains(&NOBODY.to_string()), "{uid}");
+    }
+    assert_eq!(
+        owner, 0,
+        "/proc/PID of a live process running as uid {NOBODY} is owned by it: the process is dumpable"
+    );
+    assert!(
+        !peek.status.success() && !String::from_utf8_lossy(&peek.stdout).contains("1b0e7c"),
+        "another process of the same user read the environment: {}",
+        String::from_utf8_lossy(&peek.stdout)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -419,3 +419,72 @@ async fn a_second_daemon_on_the_same_sqlite_file_exits_2_naming_it() {
         record_canaries([kv.data["api_key"].as_str().unwrap()]);
     }
 }
+
+/// The lock row of a `rotate` killed mid-run names the real host, also where `/proc/sys` is
+/// hidden as under the shipped unit's `ProcSubset=pid` (a private procfs mounted with
+/// `subset=pid` in a mount namespace of its own, when this test may create one).
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_holder_names_the_real_host_where_proc_sys_is_hidden() {
+    let vault = RootVault::new();
+    let prefix = unique("ident");
+    let path = format!("secret/{prefix}/api-key");
+    let token = vault.scoped_token(&prefix).await;
+    let cfg = DaemonConfig::new(&token, &api_key_job("ident", &path, "1h"));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let hidden_proc_sys = std::process::Command::new("unshare")
+        .args(["--mount", "--fork", "sh", "-c"])
+        .arg("mount -t proc -o subset=pid proc /proc && ! test -e /proc/sys/kernel/hostname")
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut cmd = if hidden_proc_sys {
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--mount", "--fork", "sh", "-c"])
+            .arg(r#"mount -t proc -o subset=pid proc /proc && exec "$@""#)
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_vault-steward"));
+        c
+    } else {
+        eprintln!("cannot mount a subset=pid procfs here: checking with /proc/sys visible");
+        std::process::Command::new(env!("CARGO_BIN_EXE_vault-steward"))
+    };
+    let out = cmd
+        .arg("--config")
+        .arg(cfg.path())
+        .args(["rotate", "ident"])
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env("VAULT_STEWARD_FAILPOINT", "api-key-after-write")
+        .output()
+        .expect("run vault-steward");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the failpoint aborts the run: {stderr}"
+    );
+    let kv = vault.kv_get(&path).await.unwrap();
+    record_canaries([kv.data["api_key"].as_str().unwrap()]);
+
+    let url = format!("sqlite://{}", cfg.state_db().display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let (holder,): (String,) = sqlx::query_as("SELECT holder FROM job_locks WHERE job = 'ident'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        holder.starts_with(&format!("{host}:")),
+        "the holder {holder:?} does not name the host {host:?}"
+    );
+    // host, boot id, pid namespace, pid, start time, nonce.
+    assert_eq!(holder.split(':').count(), 6, "{holder}");
+    let nonce = holder.rsplit(':').next().unwrap();
+    assert!(
+        nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{holder}"
+    );
+}

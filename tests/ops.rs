@@ -41,6 +41,63 @@ fn systemd_unit_verifies_without_warnings() {
     );
 }
 
+/// The values of every `KEY=` line of the unit.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn systemd_unit_forbids_core_dumps() {
+    let unit = std::fs::read_to_string(repo_path("systemd/vault-steward.service")).unwrap();
+    assert_eq!(unit_values(&unit, "LimitCORE"), ["0"], "{unit}");
+}
+
+/// Under `ProtectSystem=strict` every directory a job writes must be in `ReadWritePaths=`: the
+/// example jobs' `[job.local] dir` must be writable under the shipped unit.
+#[test]
+fn systemd_unit_lets_the_example_jobs_write_their_local_snapshots() {
+    let unit = std::fs::read_to_string(repo_path("systemd/vault-steward.service")).unwrap();
+    assert!(unit.lines().any(|l| l.trim() == "ProtectSystem=strict"));
+    let writable: Vec<String> = unit_values(&unit, "ReadWritePaths")
+        .into_iter()
+        .map(|p| p.trim_start_matches('-').trim_end_matches('/').to_string())
+        .collect();
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(repo_path("jobs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let doc: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        for job in doc
+            .get("job")
+            .and_then(|j| j.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(dir) = job
+                .get("local")
+                .and_then(|l| l.get("dir"))
+                .and_then(|d| d.as_str())
+            {
+                dirs.push(dir.to_string());
+            }
+        }
+    }
+    assert!(!dirs.is_empty(), "no example job writes local snapshots");
+    for dir in dirs {
+        assert!(
+            writable
+                .iter()
+                .any(|w| dir == *w || dir.starts_with(&format!("{w}/"))),
+            "{dir} is not in ReadWritePaths= {writable:?}"
+        );
+    }
+}
+
 #[test]
 fn systemd_unit_is_hardened_to_2_or_lower() {
     let dir = tempfile::tempdir().unwrap();

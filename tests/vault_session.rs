@@ -280,6 +280,74 @@ async fn unreachable_vault_fails_fast() {
     assert!(matches!(err, VaultError::Unreachable(_)), "{err}");
 }
 
+/// Answers every request on `listener` with `response`, keeping the text of each request.
+fn serve_raw(
+    listener: tokio::net::TcpListener,
+    response: String,
+) -> Arc<std::sync::Mutex<Vec<String>>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&request).into_owned());
+            let _ = conn.write_all(response.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        }
+    });
+    seen
+}
+
+/// reqwest strips only `Authorization`-style headers when a redirect leaves the host, so
+/// `X-Vault-Token` would follow a redirect anywhere. A plain-HTTP "Vault" that redirects to
+/// another host (127.0.0.2) gets the session refused, and the other host never sees the token.
+#[tokio::test]
+async fn a_redirect_to_another_plain_http_host_never_carries_the_token() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("hvs.redirect-canary-{}", prefix());
+    common::daemon::record_canaries([token.as_str()]);
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    let elsewhere_seen = serve_raw(
+        elsewhere,
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".into(),
+    );
+    let vault = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let vault_addr = vault.local_addr().unwrap();
+    let vault_seen = serve_raw(
+        vault,
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere_addr}/v1/auth/token/lookup-self\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ),
+    );
+    let result = VaultSession::connect(&config(
+        &format!("http://{vault_addr}"),
+        token_auth(dir.path(), &token),
+    ))
+    .await;
+    assert!(result.is_err(), "a session through a redirect to nowhere");
+    assert!(
+        !vault_seen.lock().unwrap().is_empty(),
+        "the session asked the first host"
+    );
+    let leaked: Vec<String> = elsewhere_seen.lock().unwrap().clone();
+    assert!(
+        leaked.iter().all(|r| !r.contains(&token)),
+        "the token went to the other host:\n{leaked:?}"
+    );
+}
+
 // ---- KV v2 -------------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -268,11 +268,7 @@ fn ago(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
 
 /// This host's name, for the message footer and PagerDuty's `source`.
 pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    crate::identity::hostname()
 }
 
 #[cfg(test)]

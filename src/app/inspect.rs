@@ -16,6 +16,9 @@ use crate::vault::VaultSession;
 pub(super) async fn check(cfg: Config, connect: bool) -> Result<ExitCode, Failure> {
     // The configuration is valid whatever this build can run; kinds it lacks are reported, and
     // `run` refuses them.
+    for w in &cfg.warnings {
+        eprintln!("{}: warning: {}", w.location, w.message);
+    }
     let mut jobs = Vec::new();
     for jc in &cfg.jobs {
         match engine::build_jobs_one(jc, cfg.engine.job_timeout) {

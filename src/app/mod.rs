@@ -49,6 +49,11 @@ impl From<anyhow::Error> for Failure {
 }
 
 pub fn main() -> ExitCode {
+    // First of all: no core dump may carry the token or a password, and no other process of the
+    // same user may read /proc/self/environ or /proc/self/mem (VAULT_TOKEN may sit in the
+    // environment). Non-dumpable also makes /proc/self/* owned by root.
+    let dumpable =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -58,6 +63,9 @@ pub fn main() -> ExitCode {
         }
     };
     crate::telemetry::init();
+    if let Err(e) = dumpable {
+        tracing::warn!(error = %e, "could not mark the process non-dumpable: a crash may dump secrets to disk");
+    }
     let cfg = match config::load(&cli.config) {
         Ok(cfg) => cfg,
         Err(errors) => {

@@ -28,6 +28,9 @@ use crate::store::{self, Store};
 use crate::vault::VaultSession;
 
 pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
+    for w in &cfg.warnings {
+        tracing::warn!(at = %w.location, "{}", w.message);
+    }
     let jobs = jobs(&cfg)?;
     let metrics = Arc::new(Metrics::new().context("building metrics")?);
     let (store, leadership) = open_daemon_store(&cfg, &metrics).await?;

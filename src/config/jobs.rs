@@ -113,9 +113,28 @@ pub struct DatabaseConfig {
     /// `pending_path`: where the new password waits (KV v2) while a rotation is in flight; `None`
     /// = `<first segment of path>/vault-steward/pending/<job>`.
     pub pending_path: Option<String>,
+    /// Where `pending_path` was written, for the cross-job check in
+    /// [`super::validate::pending_path_clashes`]; `None` when the default is used.
+    pub pending_path_location: Option<Location>,
     /// `account_host` (mysql only): the host part of the MySQL account, `'user'@'HOST'`; `None`
     /// = `%`, as MySQL itself reads an account name without a host.
     pub account_host: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// The pending path this job uses: `pending_path`, or the default for `job`.
+    pub fn effective_pending_path(&self, job: &str) -> String {
+        self.pending_path
+            .clone()
+            .unwrap_or_else(|| default_pending_path(&self.path, job))
+    }
+}
+
+/// The pending path of a database job without `pending_path`: beside the consumers' secrets in
+/// the same mount, under a prefix of its own (`<mount>/vault-steward/pending/<job>`).
+pub fn default_pending_path(path: &str, job: &str) -> String {
+    let mount = path.split('/').next().unwrap_or(path);
+    format!("{mount}/vault-steward/pending/{job}")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

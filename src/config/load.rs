@@ -44,6 +44,7 @@ pub fn load_with_env(
         }
     }
     errors.extend(sorted(ctx.errors));
+    let mut warnings = sorted(ctx.warnings);
 
     let jobs_dir_location = match &steward.jobs_dir_span {
         Some(span) => src.span_location(span),
@@ -78,11 +79,13 @@ pub fn load_with_env(
                 };
                 jobs.extend(validate::job_file(&mut ctx, doc, &mut scope));
                 errors.extend(sorted(ctx.errors));
+                warnings.extend(sorted(ctx.warnings));
             }
         }
     }
 
     errors.extend(super::jobs::shared_snapshot_destinations(&jobs));
+    errors.extend(validate::pending_path_clashes(&jobs));
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -95,6 +98,7 @@ pub fn load_with_env(
         engine: steward.engine,
         alerts: steward.alerts,
         jobs,
+        warnings,
     })
 }
 
@@ -308,7 +312,7 @@ mod tests {
             messages(&errors),
             [
                 format!(
-                    "{p}:5:16: `role_id_file`: secret file {}/role-id is readable by other users (mode 644); chmod o-rwx it",
+                    "{p}:5:16: `role_id_file`: secret file {}/role-id is readable by other users (mode 644); chmod 600 it",
                     dir.path().display()
                 ),
                 format!(
@@ -317,8 +321,18 @@ mod tests {
                 ),
             ]
         );
+        // Group-readable is refused too: the group may hold other users.
         secret(&dir.path().join("role-id"), 0o640);
         secret(&dir.path().join("secret-id"), 0o400);
+        let errors = load_with_env(&path, &no_env).unwrap_err();
+        assert_eq!(
+            messages(&errors),
+            [format!(
+                "{p}:5:16: `role_id_file`: secret file {}/role-id is readable by its group (mode 640); chmod 600 it",
+                dir.path().display()
+            )]
+        );
+        secret(&dir.path().join("role-id"), 0o600);
         let cfg = load_with_env(&path, &no_env).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.jobs.len(), 1);
         assert_eq!(cfg.path, path);

@@ -50,6 +50,9 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Every job of every file in `jobs_dir`, in file-name then file order.
     pub jobs: Vec<JobConfig>,
+    /// Settings that are valid but risky, each at its `FILE:LINE:COL`: `check` prints them as
+    /// warnings (exit code unchanged) and `run` logs them at start.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// `[vault]`.

@@ -105,6 +105,8 @@ pub(crate) struct Ctx<'a> {
     /// Relative paths in the file are resolved against this (the file's directory).
     pub base: PathBuf,
     pub errors: Vec<ConfigError>,
+    /// Settings that work but deserve a second look; `check` prints them, `run` logs them.
+    pub warnings: Vec<ConfigError>,
     pub file_checks: Vec<FileCheck>,
 }
 
@@ -115,6 +117,7 @@ impl<'a> Ctx<'a> {
             src,
             base,
             errors: Vec::new(),
+            warnings: Vec::new(),
             file_checks: Vec::new(),
         }
     }
@@ -141,6 +144,18 @@ impl<'a> Ctx<'a> {
     }
 
     /// Errors at `span`, or at the start of the file when there is no span.
+    /// A warning at `span`, or at the start of the file when there is no span.
+    pub fn warn_at(&mut self, span: Option<&Range<usize>>, message: impl Into<String>) {
+        let location = match span {
+            Some(span) => self.loc(span),
+            None => self.src.start(),
+        };
+        self.warnings.push(ConfigError {
+            location,
+            message: message.into(),
+        });
+    }
+
     fn error_at(&mut self, span: Option<&Range<usize>>, message: impl Into<String>) {
         match span {
             Some(span) => self.error(span, message),
@@ -593,12 +608,16 @@ fn vault(
         (Some(addr), _) => {
             if let Err(e) = check_vault_addr(&addr) {
                 ctx.error_at(header.as_ref(), format!("{VAULT_ADDR}: {e}"));
+            } else if let Some(w) = vault_addr_warning(&addr) {
+                ctx.warn_at(header.as_ref(), format!("{VAULT_ADDR}: {w}"));
             }
             addr
         }
         (None, Some(a)) => {
             if let Err(e) = check_vault_addr(a.get_ref()) {
                 ctx.error(&a.span(), format!("`address`: {e}"));
+            } else if let Some(w) = vault_addr_warning(a.get_ref()) {
+                ctx.warn_at(Some(&a.span()), format!("`address`: {w}"));
             }
             a.get_ref().clone()
         }
@@ -698,6 +717,19 @@ fn check_vault_addr(addr: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Plain HTTP to anything but this machine sends the token, the secret-id and every new secret
+/// in clear. Allowed (a lab, a sidecar proxy on another address), but `check` says so.
+fn vault_addr_warning(addr: &str) -> Option<String> {
+    let u = url::Url::parse(addr).ok()?;
+    let host = u.host_str()?;
+    (u.scheme() == "http" && !is_loopback_host(host)).then(|| {
+        format!(
+            "`{addr}` is plain HTTP to a host that is not this machine: the Vault token and every \
+             secret would cross the network in clear; use https://"
+        )
+    })
 }
 
 fn vault_auth(
@@ -1665,6 +1697,7 @@ fn database(
         }
         p.get_ref().clone()
     });
+    let pending_path_location = r.pending_path.as_ref().map(|p| ctx.loc(&p.span()));
     let account_host = r.account_host.as_ref().map(|h| {
         let host = h.get_ref();
         if !mysql {
@@ -1697,6 +1730,7 @@ fn database(
         password_length,
         password_alphabet,
         pending_path,
+        pending_path_location,
         account_host,
     }
 }
@@ -1729,6 +1763,19 @@ pub(crate) fn check_password_alphabet(alphabet: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// PostgreSQL truncates identifiers and startup user names at 63 *bytes* (NAMEDATALEN - 1), so
+/// two longer names that share their first 63 bytes are one role. MySQL's limits (32 or 80
+/// characters) are lower still for ASCII names; it reports those itself.
+const MAX_USERNAME_BYTES: usize = 63;
+
+fn username_too_long(name: &str) -> String {
+    format!(
+        "database username `{}` is {} bytes long; at most {MAX_USERNAME_BYTES} bytes (UTF-8) are allowed, as PostgreSQL cuts names there",
+        name.escape_default(),
+        name.len()
+    )
+}
+
 fn db_usernames(
     ctx: &mut Ctx<'_>,
     r: &raw::RawDatabase,
@@ -1738,12 +1785,13 @@ fn db_usernames(
 ) -> Vec<String> {
     let check = |ctx: &mut Ctx<'_>, u: &Sp<String>| {
         let name = u.get_ref();
-        if name.trim().is_empty() || name.chars().any(char::is_control) || name.chars().count() > 63
-        {
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
             ctx.error(
                 &u.span(),
                 format!("invalid database username `{}`", name.escape_default()),
             );
+        } else if name.len() > MAX_USERNAME_BYTES {
+            ctx.error(&u.span(), username_too_long(name));
         }
     };
     match (&r.username, &r.usernames) {
@@ -1977,6 +2025,85 @@ fn s3_destination(ctx: &mut Ctx<'_>, s: &Sp<raw::RawS3>) -> S3DestinationConfig 
         sse,
         part_size: part_size_mib as usize * 1024 * 1024,
     }
+}
+
+/// Refuses a database job's pending path (written or the default) that is, or lies under, any
+/// job's `path` or `admin_path` or another job's pending path. A rotation overwrites its pending
+/// path with check-and-set on whatever version is there and deletes it with all its versions at
+/// the end, so a clash would first replace and then destroy another secret (or the admin login).
+/// Two equal pending paths are reported once, at the later job.
+pub(crate) fn pending_path_clashes(jobs: &[JobConfig]) -> Vec<ConfigError> {
+    // (job index, is a pending path, how to name it, the path)
+    let mut claims: Vec<(usize, bool, &'static str, String)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match &job.spec {
+            JobSpec::ApiKey(c) => claims.push((i, false, "`path`", c.path.clone())),
+            JobSpec::ApproleSecretId(c) => claims.push((i, false, "`path`", c.path.clone())),
+            JobSpec::Reminder(c) => claims.push((i, false, "`path`", c.path.clone())),
+            JobSpec::Postgres(d) | JobSpec::Mysql(d) => {
+                claims.push((i, false, "`path`", d.path.clone()));
+                claims.push((i, false, "`admin_path`", d.admin_path.clone()));
+                let name = match d.pending_path {
+                    Some(_) => "`pending_path`",
+                    None => "default pending path",
+                };
+                claims.push((i, true, name, d.effective_pending_path(&job.name)));
+            }
+            JobSpec::RaftSnapshot(_) | JobSpec::VaultHealth(_) => {}
+        }
+    }
+    let mut errors = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let (JobSpec::Postgres(d) | JobSpec::Mysql(d)) = &job.spec else {
+            continue;
+        };
+        let pending = d.effective_pending_path(&job.name);
+        for (j, other_is_pending, other_name, other) in &claims {
+            let j = *j;
+            let equal = pending == *other;
+            let under = pending
+                .strip_prefix(other.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+            if other.is_empty() || !(equal || under) {
+                continue;
+            }
+            let skip = if j == i {
+                // Its own pending path is no clash, and equality with its own `path` or
+                // `admin_path` is reported where `pending_path` itself is checked.
+                *other_is_pending || equal
+            } else {
+                *other_is_pending && equal && j > i
+            };
+            if skip {
+                continue;
+            }
+            let whose = if j == i {
+                "this job's".to_string()
+            } else {
+                format!("job `{}`'s (at {})", jobs[j].name, jobs[j].location)
+            };
+            let relation = if equal { "is" } else { "lies under" };
+            let (location, subject) = match &d.pending_path_location {
+                Some(at) => (at.clone(), format!("`pending_path` `{pending}`")),
+                None => (
+                    job.location.clone(),
+                    format!(
+                        "the default pending path of job `{}`, `{pending}`,",
+                        job.name
+                    ),
+                ),
+            };
+            errors.push(ConfigError {
+                location,
+                message: format!(
+                    "{subject} {relation} {whose} {other_name} `{other}`: a rotation would \
+                     overwrite that secret and then delete it with all its versions; set \
+                     `pending_path` to a path of its own"
+                ),
+            });
+        }
+    }
+    errors
 }
 
 #[cfg(test)]
@@ -2616,6 +2743,16 @@ max_age = "30d"
         }
         let (_, errors) = parse_jobs(&format!("{base}usernames = [\"a\"]\n"));
         assert!(errors.is_empty(), "{errors:?}");
+        // 63 bytes pass; 32 two-byte characters (64 bytes) do not, though they are 32 characters.
+        let (_, errors) = parse_jobs(&format!("{base}username = \"{}\"\n", "a".repeat(63)));
+        assert!(errors.is_empty(), "{errors:?}");
+        let (_, errors) = parse_jobs(&format!("{base}username = \"{}\"\n", "é".repeat(32)));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("is 64 bytes long; at most 63 bytes")),
+            "{errors:?}"
+        );
         let mysql = base.replace("\"postgres\"", "\"mysql\"");
         let (jobs, errors) = parse_jobs(&format!(
             "{mysql}username = \"a\"\naccount_host = \"10.0.%\"\npending_path = \"kv/steward/db\"\npassword_alphabet = \"0123456789abcdef!#\"\n"
@@ -2636,6 +2773,117 @@ max_age = "30d"
             errors.iter().any(|e| e.contains("invalid `account_host`")),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn pending_paths_keep_clear_of_every_jobs_paths() {
+        let db = |name: &str, path: &str, admin: &str, pending: Option<&str>| {
+            let pending = pending
+                .map(|p| format!("pending_path = \"{p}\"\n"))
+                .unwrap_or_default();
+            format!(
+                "[[job]]\nname = \"{name}\"\nkind = \"postgres\"\npath = \"{path}\"\nadmin_path = \"{admin}\"\nusername = \"u\"\n{pending}"
+            )
+        };
+        let api = "[[job]]\nname = \"key\"\nkind = \"api-key\"\npath = \"secret/api/key\"\n";
+        let clashes = |text: &str| {
+            let (jobs, errors) = parse_jobs(text);
+            assert!(errors.is_empty(), "{errors:?}");
+            messages(&pending_path_clashes(&jobs))
+        };
+        // Distinct paths, default pending paths included: no clash.
+        let fine = format!(
+            "{}{}{api}",
+            db("a", "secret/db/a", "secret/db/admin", None),
+            db(
+                "b",
+                "secret/db/b",
+                "secret/db/admin",
+                Some("secret/steward/b")
+            )
+        );
+        assert_eq!(clashes(&fine), Vec::<String>::new());
+        // Another job's `path`, `admin_path`, a path under one, an api-key's path.
+        for (pending, fragment) in [
+            (
+                "secret/db/b",
+                "is job `b`'s (at /etc/vs/jobs/j.toml:8:1) `path` `secret/db/b`",
+            ),
+            (
+                "secret/db/admin-b",
+                "is job `b`'s (at /etc/vs/jobs/j.toml:8:1) `admin_path`",
+            ),
+            (
+                "secret/db/b/x",
+                "lies under job `b`'s (at /etc/vs/jobs/j.toml:8:1) `path`",
+            ),
+            (
+                "secret/api/key",
+                "is job `key`'s (at /etc/vs/jobs/j.toml:14:1) `path`",
+            ),
+        ] {
+            let text = format!(
+                "{}{}{api}",
+                db("a", "secret/db/a", "secret/db/admin-a", Some(pending)),
+                db("b", "secret/db/b", "secret/db/admin-b", None)
+            );
+            let got = clashes(&text);
+            assert_eq!(got.len(), 1, "{pending}: {got:?}");
+            assert!(
+                got[0].starts_with("/etc/vs/jobs/j.toml:7:16: `pending_path`"),
+                "{got:?}"
+            );
+            assert!(got[0].contains(fragment), "{got:?}");
+        }
+        // Under the job's own path (equality is reported by the job's own check).
+        let own = db(
+            "a",
+            "secret/db/a",
+            "secret/db/admin",
+            Some("secret/db/a/pending"),
+        );
+        let got = clashes(&own);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].contains("lies under this job's `path` `secret/db/a`"),
+            "{got:?}"
+        );
+        // Another job's default pending path, written out: one error, at the later job.
+        let text = format!(
+            "{}{}",
+            db("a", "secret/db/a", "secret/db/admin", None),
+            db(
+                "b",
+                "secret/db/b",
+                "secret/db/admin",
+                Some("secret/vault-steward/pending/a")
+            )
+        );
+        let got = clashes(&text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("/etc/vs/jobs/j.toml:13:16: `pending_path` `secret/vault-steward/pending/a` is job `a`'s (at /etc/vs/jobs/j.toml:1:1) default pending path"),
+            "{got:?}"
+        );
+        // A default pending path that is another job's `path`: reported at the job's header.
+        let text = format!(
+            "{}{}",
+            db("a", "secret/db/a", "secret/db/admin", None),
+            "[[job]]\nname = \"r\"\nkind = \"reminder\"\npath = \"secret/vault-steward/pending/a\"\nmax_age = \"30d\"\n"
+        );
+        let got = clashes(&text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("/etc/vs/jobs/j.toml:1:1: the default pending path of job `a`, `secret/vault-steward/pending/a`, is job `r`'s"),
+            "{got:?}"
+        );
+        // Two jobs with one pending path: reported once.
+        let text = format!(
+            "{}{}",
+            db("a", "secret/db/a", "secret/db/admin", Some("secret/p")),
+            db("b", "secret/db/b", "secret/db/admin", Some("secret/p"))
+        );
+        assert_eq!(clashes(&text).len(), 1);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Per-job locks in the state store, shared by the daemon and by CLI commands that change
 //! something. A lock is a lease: taken for [`LEASE`], renewed while the holder works, so a holder
-//! that died loses it soon. A holder that died on this very host (its pid is gone) loses it at
-//! once, so a daemon restarted after `kill -9` does not wait for the lease to run out.
+//! that died loses it soon. A holder that provably died on this very host, boot and pid
+//! namespace (its pid is gone; see [`crate::identity`]) loses it at once, so a CLI or daemon
+//! restarted after `kill -9` does not wait for the lease to run out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,45 +18,9 @@ pub const LEASE: Duration = Duration::from_secs(30);
 /// How often a held lock is renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 
-/// Who we are, as written into lock rows: `host:pid:start`, where `start` is the process start
-/// time from /proc so that a recycled pid is never mistaken for us.
-pub fn holder_id() -> String {
-    let pid = std::process::id();
-    format!(
-        "{}:{}:{}",
-        hostname(),
-        pid,
-        process_start(pid).unwrap_or_default()
-    )
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn process_start(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22 (starttime) counted after the parenthesised command name, which may hold spaces.
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19).map(str::to_string)
-}
-
-/// Whether `holder` names a process on this host that no longer exists.
-fn holder_is_dead_here(holder: &str) -> bool {
-    let mut parts = holder.rsplitn(3, ':');
-    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    if host != hostname() {
-        return false;
-    }
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    process_start(pid).as_deref() != Some(start)
-}
+/// Who we are, as written into lock rows (see [`crate::identity`]).
+pub use crate::identity::holder_id;
+use crate::identity::holder_is_dead_here;
 
 /// A held job lock; renewed in the background until [`JobLock::release`].
 pub struct JobLock {
@@ -182,24 +147,5 @@ impl JobLock {
     pub async fn stop_renewal(&self) {
         self.stop.cancel();
         self.tasks.wait().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn our_own_holder_is_alive_and_a_vanished_pid_is_dead() {
-        let me = holder_id();
-        assert!(!holder_is_dead_here(&me));
-        let host = hostname();
-        // pid 0 never has a /proc entry.
-        assert!(holder_is_dead_here(&format!("{host}:0:123")));
-        // Same pid but another start time: a recycled pid, so the holder is dead.
-        let pid = std::process::id();
-        assert!(holder_is_dead_here(&format!("{host}:{pid}:1")));
-        // Another host: we cannot tell, so never steal.
-        assert!(!holder_is_dead_here("elsewhere:0:1"));
     }
 }

@@ -399,11 +399,12 @@ pub fn generate(format: &KeyFormat) -> Result<SecretString, String> {
             s
         }
     };
-    Ok(SecretString::from(format!(
-        "{}{}",
-        format.prefix,
-        body.as_str()
-    )))
+    // Built in a wiped buffer and copied once into the secret: `SecretString::from(String)`
+    // would shrink the string's allocation, and the old one would be freed unwiped.
+    let mut key = Zeroizing::new(String::with_capacity(format.prefix.len() + body.len()));
+    key.push_str(&format.prefix);
+    key.push_str(&body);
+    Ok(SecretString::from(key.as_str()))
 }
 
 #[cfg(test)]

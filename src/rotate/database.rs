@@ -1135,8 +1135,8 @@ fn field(data: &KvData, name: &str) -> Option<String> {
 
 /// `<first segment of path>/vault-steward/pending/<job>`.
 pub fn default_pending_path(path: &str, job: &str) -> String {
-    let mount = path.split('/').next().unwrap_or(path);
-    format!("{mount}/vault-steward/pending/{job}")
+    // One definition, shared with the config check that keeps pending paths apart.
+    crate::config::jobs::default_pending_path(path, job)
 }
 
 /// The consumers' secret: what was there, with the login's fields set.

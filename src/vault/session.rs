@@ -165,6 +165,20 @@ impl VaultSession {
         let timeout = config.request_timeout.as_std();
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("vault-steward/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // `previous` holds the original URL first and the one just answered last.
+                let previous = attempt.previous();
+                let safe = previous.len() <= MAX_REDIRECTS
+                    && !previous.is_empty()
+                    && previous
+                        .iter()
+                        .all(|from| redirect_keeps_the_token_safe(from, attempt.url()));
+                if safe {
+                    attempt.follow()
+                } else {
+                    attempt.error(UnsafeRedirect)
+                }
+            }))
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)));
         if let Some(ca) = &config.ca_cert {
@@ -1035,8 +1049,77 @@ fn check_header_safe(token: &SecretString) -> Result<(), VaultError> {
     }
 }
 
+/// Redirects followed per request: a standby points at the active node once.
+const MAX_REDIRECTS: usize = 3;
+
+/// A redirect refused because the `X-Vault-Token` header would go along (reqwest strips only
+/// `Authorization`-style headers across hosts).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refused a redirect that would send the Vault token over plain HTTP or to another host without TLS"
+)]
+struct UnsafeRedirect;
+
+/// Whether a request first sent to `from` may follow a redirect to `to`, token and all. A
+/// redirect from https to anything but https is refused (it would send the token in clear). A
+/// change of host is allowed over https only: a Vault standby redirects to the active node's
+/// `api_addr`, and that host must show a certificate the configured CA trusts; over plain HTTP
+/// nothing vouches for the new host, so only the same host (any port) is followed.
+fn redirect_keeps_the_token_safe(from: &url::Url, to: &url::Url) -> bool {
+    match (from.scheme(), to.scheme()) {
+        ("https", "https") => true,
+        ("http", "http") | ("http", "https") => {
+            from.host_str().map(str::to_ascii_lowercase)
+                == to.host_str().map(str::to_ascii_lowercase)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redirects_never_downgrade_or_leave_an_unauthenticated_host() {
+        use super::redirect_keeps_the_token_safe as safe;
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        // A standby's redirect to the active node over TLS.
+        assert!(safe(
+            &u("https://vault-1:8200/v1/x"),
+            &u("https://vault-2:8200/v1/x")
+        ));
+        // Downgrades are refused, whatever the host.
+        assert!(!safe(
+            &u("https://vault:8200/v1/x"),
+            &u("http://vault:8200/v1/x")
+        ));
+        assert!(!safe(
+            &u("https://vault:8200/v1/x"),
+            &u("http://evil:80/v1/x")
+        ));
+        // Plain HTTP: the same host (another port) only; an upgrade to https is fine.
+        assert!(safe(
+            &u("http://127.0.0.1:8200/v1/x"),
+            &u("http://127.0.0.1:8201/v1/x")
+        ));
+        assert!(safe(
+            &u("http://vault:8200/v1/x"),
+            &u("https://vault:8200/v1/x")
+        ));
+        assert!(!safe(
+            &u("http://vault:8200/v1/x"),
+            &u("http://other:8200/v1/x")
+        ));
+        assert!(!safe(
+            &u("http://vault:8200/v1/x"),
+            &u("https://other:8200/v1/x")
+        ));
+        // Other schemes never.
+        assert!(!safe(
+            &u("https://vault:8200/v1/x"),
+            &u("file:///etc/passwd")
+        ));
+    }
+
     use super::*;
     use crate::config::Duration as ConfigDuration;
 
