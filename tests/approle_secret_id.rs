@@ -392,7 +392,7 @@ async fn a_stale_kv_write_landing_after_another_process_resumed_cannot_publish_a
     let token = steward_token(&vault, &prefix, &role).await;
     let name = "svc-stale";
     // Young KV and a long grace: nothing but the two `rotate`s acts during the test.
-    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "1h", "1h"));
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "2h", "1h"));
     let store = vault_steward::store::open(&format!("sqlite://{}", cfg.state_db().display()), None)
         .await
         .unwrap();
