@@ -13,13 +13,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Duration, Schedule};
 use crate::store::{ActionRecord, Store, StoreError};
-use crate::vault::{VaultError, VaultSession};
+use crate::vault::{AppRoleApi, KvApi, VaultError, VaultSession};
 
 /// What a job may use while it runs.
 #[derive(Clone)]
 pub struct JobContext {
     pub job: String,
     pub vault: Arc<VaultSession>,
+    /// The KV calls of the rotation protocols: the session itself, or a model of KV in the
+    /// deterministic simulation (`crate::sim`).
+    pub kv: Arc<dyn KvApi>,
+    /// The AppRole calls of `approle-secret-id`: the session itself, or a model.
+    pub approle: Arc<dyn AppRoleApi>,
     pub store: Arc<dyn Store>,
     /// Cancelled on shutdown or when the run's timeout passes.
     pub cancel: CancellationToken,

@@ -216,6 +216,13 @@ pub fn advice(name: &str, job: &str) -> Vec<String> {
             "check who did (Vault audit log) and that consumers use the newest version".into(),
             "it resolves on the next clean rotation".into(),
         ],
+        super::ROTATION_STUCK => vec![
+            format!(
+                "a rotation of job {job} cannot finish or be undone: the database refused the consumers' password back"
+            ),
+            "the role's password is in the job's pending path (`pending_path`) and nowhere else: do not delete it".into(),
+            "fix the cause named in `vault-steward status` (admin privilege, password-reuse policy), then `vault-steward rotate` the job; it resolves when the rotation ends".into(),
+        ],
         super::VAULT_SEALED => vec![
             "Vault is sealed: every secret read fails until it is unsealed".into(),
             "unseal it (`vault operator unseal`, with the key holders) or check auto-unseal".into(),
@@ -361,6 +368,7 @@ mod tests {
             crate::alert::SNAPSHOT_STALE,
             crate::alert::KEY_TOO_OLD,
             crate::alert::CONCURRENT_WRITE,
+            crate::alert::ROTATION_STUCK,
             crate::alert::VAULT_SEALED,
             crate::alert::VAULT_UNREACHABLE,
             crate::alert::VAULT_UNHEALTHY,

@@ -42,6 +42,9 @@ pub const SNAPSHOT_STALE: &str = "SnapshotStale";
 pub const KEY_TOO_OLD: &str = "KeyTooOld";
 /// A check-and-set write found a version written by someone else.
 pub const CONCURRENT_WRITE: &str = "ConcurrentWrite";
+/// An open rotation that cannot go forward or back without a human (SPEC §6): the target
+/// refused the consumers' password back and may hold only the pending one.
+pub const ROTATION_STUCK: &str = "RotationStuck";
 /// Vault answers that it is sealed.
 pub const VAULT_SEALED: &str = "VaultSealed";
 /// Vault does not answer its health endpoint.

@@ -207,6 +207,8 @@ pub(crate) fn context(
     JobContext {
         job: job.config.name.clone(),
         vault: vault.clone(),
+        kv: vault.clone(),
+        approle: vault.clone(),
         store: store.clone(),
         cancel,
         secret_recorded: true,

@@ -78,6 +78,8 @@ impl Engine {
         let ctx = JobContext {
             job: name.to_string(),
             vault: self.vault.clone(),
+            kv: self.vault.clone(),
+            approle: self.vault.clone(),
             store: self.store.clone(),
             cancel: cancel.child_token(),
             secret_recorded: true,

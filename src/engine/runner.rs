@@ -143,6 +143,8 @@ impl Engine {
         let ctx = JobContext {
             job: name.to_string(),
             vault: self.vault.clone(),
+            kv: self.vault.clone(),
+            approle: self.vault.clone(),
             store: self.store.clone(),
             cancel: run_cancel.clone(),
             secret_recorded: state.secret_version.is_some() || state.secret_changed_at.is_some(),

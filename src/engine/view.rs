@@ -108,6 +108,8 @@ pub async fn plan_rows(
         let ctx = JobContext {
             job: job.config.name.clone(),
             vault: vault.clone(),
+            kv: vault.clone(),
+            approle: vault.clone(),
             store: store.clone(),
             cancel: CancellationToken::new(),
             secret_recorded: true,

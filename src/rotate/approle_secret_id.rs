@@ -9,13 +9,17 @@
 //! before asking Vault for a secret-id) → `write` (new accessor recorded before the KV write) →
 //! finished — and a crash at any step is rolled forward at the next run: a new secret-id that
 //! reached KV is kept and the old one scheduled for destruction; one that did not is destroyed,
-//! since nobody can ever use it. A check-and-set conflict (someone wrote the secret by hand)
+//! since nobody can ever use it. Before deciding, the resume fences KV: it writes the current
+//! data again with check-and-set on the current version, so that the interrupted rotation's own
+//! write — still in flight from a paused or deposed instance — fails its check-and-set instead of
+//! publishing a destroyed secret-id. A run that gave an interrupted rotation up rotates at once. A check-and-set conflict (someone wrote the secret by hand)
 //! destroys the unused new secret-id and raises `ConcurrentWrite`.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::{Zeroize, Zeroizing};
 
 use super::api_key::CONCURRENT_WRITE;
 use super::{require_capabilities, rotation_metadata};
@@ -120,21 +124,16 @@ impl ApproleSecretIdRotator {
 
     /// The role's role-id; a clear permanent error when the role does not exist.
     async fn role_id(&self, ctx: &JobContext) -> Result<SecretString, JobError> {
-        let path = self.role_path("role-id");
-        let response = match ctx.vault.send(reqwest::Method::GET, &path, |r| r).await {
-            Ok(r) => r,
-            Err(VaultError::Api { status: 404, .. }) => {
-                return Err(JobError::Permanent(format!(
+        ctx.approle
+            .approle_role_id(self.mount(), &self.config.role)
+            .await?
+            .ok_or_else(|| {
+                JobError::Permanent(format!(
                     "AppRole role `{}` does not exist at auth/{} (or the mount is not AppRole)",
                     self.config.role,
                     self.mount()
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut fields = read_data(&path, response).await?;
-        take_secret(&mut fields, ROLE_ID)
-            .ok_or_else(|| unexpected(&path, "the answer has no role_id"))
+                ))
+            })
     }
 
     /// Issues a new secret-id; returns it with its accessor.
@@ -143,28 +142,17 @@ impl ApproleSecretIdRotator {
         ctx: &JobContext,
         rotation_id: i64,
     ) -> Result<(SecretString, String), JobError> {
-        let path = self.role_path("secret-id");
         // Metadata shows in `secret-id-accessor/lookup`: who issued it, for which rotation.
-        let metadata = serde_json::json!({
-            "issued_by": "vault-steward",
-            "rotation_job": self.job,
-            "rotation_id": rotation_id.to_string(),
-        })
-        .to_string();
-        let body = serde_json::json!({ "metadata": metadata });
-        let response = ctx
-            .vault
-            .send(reqwest::Method::POST, &path, |r| r.json(&body))
+        let metadata = BTreeMap::from([
+            ("issued_by".to_string(), "vault-steward".to_string()),
+            ("rotation_job".to_string(), self.job.clone()),
+            ("rotation_id".to_string(), rotation_id.to_string()),
+        ]);
+        let issued = ctx
+            .approle
+            .approle_issue(self.mount(), &self.config.role, &metadata)
             .await?;
-        let mut fields = read_data(&path, response).await?;
-        let secret_id = take_secret(&mut fields, SECRET_ID)
-            .ok_or_else(|| unexpected(&path, "the answer has no secret_id"))?;
-        let accessor = fields
-            .get(ACCESSOR)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| unexpected(&path, "the answer has no secret_id_accessor"))?;
-        Ok((secret_id, accessor))
+        Ok((issued.secret_id, issued.accessor))
     }
 
     /// The accessor of the secret-id now in KV: its `secret_id_accessor` field, or (for a
@@ -184,25 +172,10 @@ impl ApproleSecretIdRotator {
         let Some(secret_id) = cur.data.get(SECRET_ID) else {
             return Ok(None);
         };
-        let path = self.role_path("secret-id/lookup");
-        let body =
-            Zeroizing::new(serde_json::json!({ SECRET_ID: secret_id.expose_secret() }).to_string());
-        let response = ctx
-            .vault
-            .send(reqwest::Method::POST, &path, |r| {
-                r.header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.as_str().to_string())
-            })
-            .await?;
-        // 204: Vault does not know this secret-id (expired or destroyed): nothing to destroy.
-        if response.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(None);
-        }
-        let fields = read_data(&path, response).await?;
-        Ok(fields
-            .get(ACCESSOR)
-            .and_then(|v| v.as_str())
-            .map(str::to_string))
+        Ok(ctx
+            .approle
+            .approle_accessor_of(self.mount(), &self.config.role, secret_id)
+            .await?)
     }
 
     /// Destroys a secret-id by accessor; one that is already gone counts as destroyed.
@@ -212,20 +185,7 @@ impl ApproleSecretIdRotator {
         role: &str,
         accessor: &str,
     ) -> Result<(), JobError> {
-        let path = format!("auth/{mount}/role/{role}/secret-id-accessor/destroy");
-        let body = serde_json::json!({ ACCESSOR: accessor });
-        match ctx
-            .vault
-            .send(reqwest::Method::POST, &path, |r| r.json(&body))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Vault answers 500 with this message for an accessor it does not know.
-            Err(VaultError::Unreachable(m)) if m.contains("failed to find accessor entry") => {
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(ctx.approle.approle_destroy(mount, role, accessor).await?)
     }
 
     /// Schedules the destruction of `accessor` at `due_at`, unless it is already scheduled.
@@ -260,22 +220,55 @@ impl ApproleSecretIdRotator {
         Ok(())
     }
 
-    /// Rolls forward rotations a crash left open. Returns a note for the run's detail.
-    async fn resume(&self, ctx: &JobContext) -> Result<Option<String>, JobError> {
+    /// Rolls forward rotations a crash left open. Returns a note for the run's detail, and
+    /// whether a rotation was given up (it was wanted, so this run rotates whatever KV's age).
+    async fn resume(&self, ctx: &JobContext) -> Result<Option<(String, bool)>, JobError> {
         let open = ctx.store.open_rotations(Some(&self.job)).await?;
         if open.is_empty() {
             return Ok(None);
         }
-        let current = ctx.vault.kv_read(&self.config.path).await?;
-        let in_kv = current
-            .as_ref()
-            .and_then(|c| c.data.get(ACCESSOR))
-            .map(|a| a.expose_secret().to_string());
+        // Fenced first, so that what KV holds now is final for the interrupted rotations.
+        let in_kv = self.fence(ctx).await?;
         let mut notes = Vec::new();
+        let mut abandoned = false;
         for rec in open {
-            notes.push(self.resume_one(ctx, &rec, in_kv.as_deref()).await?);
+            let (note, gave_up) = self.resume_one(ctx, &rec, in_kv.as_deref()).await?;
+            notes.push(note);
+            abandoned |= gave_up;
         }
-        Ok(Some(notes.join("; ")))
+        Ok(Some((notes.join("; "), abandoned)))
+    }
+
+    /// Makes any KV write still in flight from an interrupted rotation fail: the current data
+    /// is written again unchanged (an empty version where there is none) with check-and-set on
+    /// the current version, so a paused or deposed instance's check-and-set on the version it
+    /// read no longer matches. Called before deciding what to destroy: without it, a secret-id
+    /// destroyed here could still be published by that instance, and nothing would notice
+    /// until the next rotation. Returns the accessor KV holds (for good, now).
+    async fn fence(&self, ctx: &JobContext) -> Result<Option<String>, JobError> {
+        let path = self.config.path.as_str();
+        let (data, cas) = match ctx.kv.kv_read(path).await? {
+            Some(current) => (current.data, current.version),
+            None => (
+                Default::default(),
+                ctx.kv
+                    .kv_metadata(path)
+                    .await?
+                    .map(|m| m.current_version)
+                    .unwrap_or(0),
+            ),
+        };
+        let in_kv = data.get(ACCESSOR).map(|a| a.expose_secret().to_string());
+        crate::failpoint::hit("approle-before-fence");
+        match ctx.kv.kv_write(path, &data, cas).await {
+            Ok(_) => Ok(in_kv),
+            // Someone (perhaps that very instance) wrote meanwhile: decide again from the new
+            // version at the next try.
+            Err(VaultError::CasMismatch { .. }) => Err(JobError::Transient(format!(
+                "{path} changed while an interrupted rotation was being fenced; trying again"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn resume_one(
@@ -283,14 +276,14 @@ impl ApproleSecretIdRotator {
         ctx: &JobContext,
         rec: &RotationRecord,
         in_kv: Option<&str>,
-    ) -> Result<String, JobError> {
+    ) -> Result<(String, bool), JobError> {
         let progress: Progress = rec
             .detail
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok())
             .unwrap_or_default();
         let now = Utc::now();
-        let note = match progress.new_accessor.as_deref() {
+        let (note, gave_up) = match progress.new_accessor.as_deref() {
             Some(new) if in_kv == Some(new) => {
                 // The write landed: finish what the crash interrupted.
                 if let Some(old) = &progress.old_accessor {
@@ -300,13 +293,15 @@ impl ApproleSecretIdRotator {
                 ctx.store
                     .finish_rotation(rec.id, RotationStatus::Finished, Some("resumed"), now)
                     .await?;
-                format!(
+                let note = format!(
                     "resumed rotation {}: the new secret-id was already in KV",
                     rec.id
-                )
+                );
+                (note, false)
             }
             Some(new) => {
-                // Issued but never stored: no one can use it, so it goes at once.
+                // Issued but not stored (and, KV being fenced, it never will be): no one can
+                // use it, so it goes at once.
                 Self::destroy(ctx, self.mount(), &self.config.role, new).await?;
                 ctx.store
                     .finish_rotation(
@@ -316,10 +311,11 @@ impl ApproleSecretIdRotator {
                         now,
                     )
                     .await?;
-                format!(
+                let note = format!(
                     "abandoned rotation {}: destroyed its unused secret-id",
                     rec.id
-                )
+                );
+                (note, true)
             }
             None => {
                 // Interrupted while asking Vault: a secret-id may exist that nobody knows; it
@@ -333,14 +329,15 @@ impl ApproleSecretIdRotator {
                         now,
                     )
                     .await?;
-                format!(
+                let note = format!(
                     "abandoned rotation {}: destroyed {destroyed} orphaned secret-id(s)",
                     rec.id
-                )
+                );
+                (note, true)
             }
         };
         tracing::warn!(job = %self.job, rotation = rec.id, "{note}");
-        Ok(note)
+        Ok((note, gave_up))
     }
 
     /// Destroys secret-ids of the role issued by rotation `rotation_id` and not in KV.
@@ -350,52 +347,27 @@ impl ApproleSecretIdRotator {
         rotation_id: i64,
         in_kv: Option<&str>,
     ) -> Result<usize, JobError> {
-        let list_path = self.role_path("secret-id");
-        let accessors: Vec<String> = match ctx
-            .vault
-            .send(
-                reqwest::Method::from_bytes(b"LIST").unwrap_or(reqwest::Method::GET),
-                &list_path,
-                |r| r,
-            )
-            .await
-        {
-            Ok(response) => {
-                let body: serde_json::Value = response
-                    .json()
-                    .await
-                    .map_err(|e| VaultError::from_reqwest(&list_path, &e))?;
-                body["data"]["keys"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|k| k.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }
-            Err(VaultError::Api { status: 404, .. }) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let lookup_path = self.role_path("secret-id-accessor/lookup");
+        let accessors = ctx
+            .approle
+            .approle_accessors(self.mount(), &self.config.role)
+            .await?;
         let mut destroyed = 0;
         for accessor in accessors {
             if Some(accessor.as_str()) == in_kv {
                 continue;
             }
-            let body = serde_json::json!({ ACCESSOR: accessor });
-            let Ok(response) = ctx
-                .vault
-                .send(reqwest::Method::POST, &lookup_path, |r| r.json(&body))
+            // One that cannot be looked up is left alone: only our own orphans go.
+            let Ok(Some(md)) = ctx
+                .approle
+                .approle_accessor_metadata(self.mount(), &self.config.role, &accessor)
                 .await
             else {
                 continue;
             };
-            let info: serde_json::Value = response.json().await.unwrap_or_default();
-            let md = &info["data"]["metadata"];
-            if md["issued_by"] == "vault-steward"
-                && md["rotation_job"] == self.job.as_str()
-                && md["rotation_id"] == rotation_id.to_string().as_str()
+            let is = |key: &str, value: &str| md.get(key).map(String::as_str) == Some(value);
+            if is("issued_by", "vault-steward")
+                && is("rotation_job", &self.job)
+                && is("rotation_id", &rotation_id.to_string())
             {
                 Self::destroy(ctx, self.mount(), &self.config.role, &accessor).await?;
                 destroyed += 1;
@@ -412,14 +384,14 @@ impl Job for ApproleSecretIdRotator {
     }
 
     async fn inspect(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
-        let current = ctx.vault.kv_read(&self.config.path).await?;
+        let current = ctx.kv.kv_read(&self.config.path).await?;
         Ok(self.inspection(current.as_ref()))
     }
 
     /// Proves the KV path is in a KV v2 mount, the role exists (reading its role-id), and that
     /// the token may issue and destroy secret-ids and write the secret — writing nothing.
     async fn preflight(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
-        let current = ctx.vault.kv_read(&self.config.path).await?;
+        let current = ctx.kv.kv_read(&self.config.path).await?;
         let (data, metadata) = ctx.vault.kv_api_paths(&self.config.path).await?;
         drop(self.role_id(ctx).await?);
         let write: &[&str] = if current.is_some() {
@@ -442,15 +414,22 @@ impl Job for ApproleSecretIdRotator {
 
     async fn run(&self, ctx: &JobContext, req: RunRequest) -> Result<RunReport, JobError> {
         let path = self.config.path.as_str();
-        let resumed = if req.dry_run {
-            None
+        let (resumed, interrupted) = if req.dry_run {
+            (None, false)
         } else {
-            self.resume(ctx).await?
+            match self.resume(ctx).await? {
+                Some((note, abandoned)) => (Some(note), abandoned),
+                None => (None, false),
+            }
         };
-        let current = ctx.vault.kv_read(path).await?;
+        let current = ctx.kv.kv_read(path).await?;
         let now = Utc::now();
+        // Not due while the secret is young and holds a secret-id; a rotation that a crash
+        // interrupted was due (or forced), and a fence may have left a version without one.
         if let Some(cur) = &current
             && !req.force
+            && !interrupted
+            && cur.data.contains_key(SECRET_ID)
             && cur.created_time + self.config.every.as_chrono() > now
         {
             let mut detail = format!(
@@ -524,11 +503,11 @@ impl Job for ApproleSecretIdRotator {
         data.insert(SECRET_ID.to_string(), secret_id);
         data.insert(ACCESSOR.to_string(), SecretString::from(accessor.as_str()));
         crate::failpoint::pause("approle-before-write").await;
-        let written = match ctx.vault.kv_write(path, &data, cas).await {
+        let written = match ctx.kv.kv_write(path, &data, cas).await {
             Ok(w) => w,
             Err(VaultError::CasMismatch { .. }) => {
                 Self::destroy(ctx, self.mount(), &self.config.role, &accessor).await?;
-                let now_there = ctx.vault.kv_read(path).await?;
+                let now_there = ctx.kv.kv_read(path).await?;
                 let detail = format!(
                     "check-and-set on version {cas} failed: version {} was written by someone else; it counts as the rotation (the unused new secret-id was destroyed)",
                     now_there.as_ref().map(|s| s.version).unwrap_or(0)
@@ -556,7 +535,7 @@ impl Job for ApproleSecretIdRotator {
         drop(data);
         crate::failpoint::hit("approle-after-write");
         let existing = if existed {
-            ctx.vault
+            ctx.kv
                 .kv_metadata(path)
                 .await?
                 .map(|m| m.custom_metadata)
@@ -564,7 +543,7 @@ impl Job for ApproleSecretIdRotator {
         } else {
             Default::default()
         };
-        ctx.vault
+        ctx.kv
             .kv_set_custom_metadata(path, &rotation_metadata(&existing, &self.job, now))
             .await?;
         let mut detail = format!(
@@ -619,47 +598,4 @@ impl Job for ApproleSecretIdRotator {
 
 fn progress_json(p: &Progress) -> String {
     serde_json::to_string(p).unwrap_or_default()
-}
-
-fn unexpected(path: &str, message: &str) -> JobError {
-    JobError::Vault(VaultError::Api {
-        path: path.to_string(),
-        status: 200,
-        message: message.to_string(),
-    })
-}
-
-/// The `data` object of an answer that may hold secrets; the raw body is wiped after parsing.
-async fn read_data(
-    path: &str,
-    response: reqwest::Response,
-) -> Result<serde_json::Map<String, serde_json::Value>, JobError> {
-    let body = Zeroizing::new(
-        response
-            .bytes()
-            .await
-            .map_err(|e| VaultError::from_reqwest(path, &e))?
-            .to_vec(),
-    );
-    let mut value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|_| unexpected(path, "the answer is not JSON"))?;
-    match value.get_mut("data").map(serde_json::Value::take) {
-        Some(serde_json::Value::Object(map)) => Ok(map),
-        _ => Err(unexpected(path, "the answer has no data")),
-    }
-}
-
-/// Moves a string field out of `fields` into a `SecretString`, wiping the original.
-fn take_secret(
-    fields: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Option<SecretString> {
-    match fields.remove(key) {
-        Some(serde_json::Value::String(mut s)) => {
-            let secret = SecretString::from(s.as_str());
-            s.zeroize();
-            Some(secret)
-        }
-        _ => None,
-    }
 }

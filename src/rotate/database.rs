@@ -25,10 +25,17 @@
 //! fails with it ends the rotation as abandoned (`abandon` step): the pending password is
 //! deleted, so the next try starts with a fresh one. If the role's password may already have
 //! changed and the consumers' secret points at that role (strategy `single`, or a hand-written
-//! secret), the consumers' current password is put back on the role first, so what consumers
-//! read keeps working. A secret written by hand during the rotation is never overwritten
-//! (`ConcurrentWrite`); the hand-written value wins. An unreachable database or Vault leaves the
-//! rotation open at its step, to be resumed by the next run or the next start.
+//! secret), the consumers' current password is put back on the role first (unless it still logs
+//! in), so what consumers read keeps working; before that, the consumers' secret is rewritten
+//! unchanged with check-and-set (a fence), so that a commit of this rotation still in flight
+//! cannot land afterwards. Should the role refuse the consumers' password back, the pending
+//! password may be the only one it takes: it is kept, the rotation stays open at `abandon` and
+//! `RotationStuck` (critical) fires until a retry succeeds. A resumed `apply` first tries a
+//! login with the pending password and goes on if it works (the ALTER ran before the crash). A
+//! secret written by hand during the rotation is never overwritten (`ConcurrentWrite`); the
+//! hand-written value wins. An unreachable database or Vault, or a statement the server gave up
+//! on (timeout, lock timeout, deadlock, serialization failure), leaves the rotation open at its
+//! step, to be resumed by the next run or the next start.
 //!
 //! Strategies: `single` changes the one role's password in place (consumers holding the old one
 //! fail until they re-read KV — between `apply` and `commit` the KV value is already refused);
@@ -46,6 +53,7 @@ use zeroize::Zeroizing;
 use super::api_key::CONCURRENT_WRITE;
 use super::protocol::{self, Protocol, Rotation};
 use super::rotation_metadata;
+use crate::alert::ROTATION_STUCK;
 use crate::config::{DatabaseConfig, DbStrategy};
 use crate::job::{
     AlertSignal, Cadence, Inspection, Job, JobContext, JobError, RunReport, RunRequest, Severity,
@@ -186,6 +194,14 @@ pub struct DatabaseRotator<E: DbEngine> {
     engine: E,
 }
 
+/// The outcome of putting the consumers' password back on the target.
+enum Restore {
+    /// Nothing (more) to do; what was done, for the run record.
+    Done(Option<String>),
+    /// The target refused it: it may hold the pending password only.
+    Refused(String),
+}
+
 /// The outcome of the commit step.
 enum Commit {
     Done,
@@ -270,7 +286,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
     async fn admin(&self, ctx: &JobContext) -> Result<(AdminLogin, Endpoint), JobError> {
         let path = self.config.admin_path.as_str();
         let secret =
-            ctx.vault.kv_read(path).await?.ok_or_else(|| {
+            ctx.kv.kv_read(path).await?.ok_or_else(|| {
                 JobError::Permanent(format!("no admin login at {path} (admin_path)"))
             })?;
         let admin = AdminLogin::from_kv(&secret.data)
@@ -332,7 +348,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
                 vec!["read", "delete"],
             ),
         ] {
-            let caps = match ctx.vault.kv_capabilities(path).await {
+            let caps = match ctx.kv.kv_capabilities(path).await {
                 Ok(c) => c,
                 // Without sys/capabilities-self (a token without the default policy) the steps
                 // themselves find out; a refused commit is rolled back.
@@ -369,7 +385,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         ctx: &JobContext,
         rotation: &Rotation<Detail>,
     ) -> Result<Option<SecretString>, JobError> {
-        let Some(secret) = ctx.vault.kv_read(&rotation.detail.pending_path).await? else {
+        let Some(secret) = ctx.kv.kv_read(&rotation.detail.pending_path).await? else {
             return Ok(None);
         };
         let ours = field(&secret.data, "rotation").as_deref() == Some(&rotation.id.to_string())
@@ -393,7 +409,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         }
         let path = rotation.detail.pending_path.as_str();
         let cas = ctx
-            .vault
+            .kv
             .kv_metadata(path)
             .await?
             .map(|m| m.current_version)
@@ -406,7 +422,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         data.insert("username".into(), rotation.detail.target.clone().into());
         data.insert("rotation".into(), rotation.id.to_string().into());
         data.insert("job".into(), self.job.clone().into());
-        ctx.vault.kv_write(path, &data, cas).await?;
+        ctx.kv.kv_write(path, &data, cas).await?;
         Ok(())
     }
 
@@ -422,11 +438,11 @@ impl<E: DbEngine> DatabaseRotator<E> {
         let path = self.config.path.as_str();
         let target = rotation.detail.target.as_str();
         let expected = rotation.detail.consumer_version;
-        let current = ctx.vault.kv_read(path).await?;
+        let current = ctx.kv.kv_read(path).await?;
         let version = match &current {
             Some(c) => c.version,
             None => ctx
-                .vault
+                .kv
                 .kv_metadata(path)
                 .await?
                 .map(|m| m.current_version)
@@ -453,7 +469,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
                 at,
             )
             .map_err(JobError::Permanent)?;
-            match ctx.vault.kv_write(path, &data, expected).await {
+            match ctx.kv.kv_write(path, &data, expected).await {
                 Ok(_) => {}
                 Err(VaultError::CasMismatch { .. }) => {
                     return Ok(Commit::Conflict(format!(
@@ -468,12 +484,12 @@ impl<E: DbEngine> DatabaseRotator<E> {
             crate::failpoint::hit("rotation-commit-written");
         }
         let existing = ctx
-            .vault
+            .kv
             .kv_metadata(path)
             .await?
             .map(|m| m.custom_metadata)
             .unwrap_or_default();
-        ctx.vault
+        ctx.kv
             .kv_set_custom_metadata(path, &rotation_metadata(&existing, &self.job, Utc::now()))
             .await?;
         Ok(Commit::Done)
@@ -489,6 +505,9 @@ impl<E: DbEngine> DatabaseRotator<E> {
         fresh: bool,
     ) -> Result<RunReport, JobError> {
         let resumed_from = rotation.step.clone();
+        // Whether the step at hand was recorded by an earlier run: its side effect may have
+        // happened already (only the first step a resumed run looks at).
+        let mut resumed = !fresh;
         loop {
             if ctx.cancel.is_cancelled() {
                 return Err(JobError::Cancelled);
@@ -515,16 +534,35 @@ impl<E: DbEngine> DatabaseRotator<E> {
                         return self.abandon(ctx, proto, rotation, reason, true).await;
                     };
                     let (admin, at) = self.admin(ctx).await?;
-                    match self
-                        .engine
-                        .set_password(&admin, &at, &target, &password)
-                        .await
-                    {
+                    // A resumed step may find its ALTER done (a crash after it, or an answer
+                    // lost after the commit): then the role already takes the pending password,
+                    // and setting it again could be refused (a password-reuse policy).
+                    let applied = resumed
+                        && match self.engine.login(&at, &target, &password).await {
+                            Ok(()) => true,
+                            Err(e @ DbError::Unreachable(_)) => {
+                                return Err(self.db_failure(
+                                    &format!("testing the pending password of {target}"),
+                                    &at,
+                                    e,
+                                ));
+                            }
+                            Err(_) => false,
+                        };
+                    match if applied {
+                        Ok(())
+                    } else {
+                        self.engine
+                            .set_password(&admin, &at, &target, &password)
+                            .await
+                    } {
                         Ok(()) => {}
                         Err(DbError::Refused(e)) => {
                             let reason =
                                 format!("{} refused the new password for {target}: {e}", E::KIND);
-                            return self.abandon(ctx, proto, rotation, reason, false).await;
+                            // After a resume the role's password may be anything an earlier
+                            // try left: put the consumers' one back.
+                            return self.abandon(ctx, proto, rotation, reason, resumed).await;
                         }
                         Err(e) => {
                             return Err(self.db_failure(
@@ -597,7 +635,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
                     self.delete_pending(ctx, &rotation).await?;
                     protocol::done(STEP_CLEANUP);
                     proto.finish(&rotation, RotationStatus::Finished).await?;
-                    let current = ctx.vault.kv_read(&self.config.path).await?;
+                    let current = ctx.kv.kv_read(&self.config.path).await?;
                     let version = current.as_ref().map(|c| c.version).unwrap_or(0);
                     let detail = if fresh {
                         format!(
@@ -615,7 +653,10 @@ impl<E: DbEngine> DatabaseRotator<E> {
                     return Ok(RunReport {
                         work: Work::Done,
                         inspection,
-                        alerts: vec![self.conflict_signal(false, &detail)],
+                        alerts: vec![
+                            self.conflict_signal(false, &detail),
+                            self.stuck_signal(false, &detail),
+                        ],
                         detail,
                     });
                 }
@@ -625,6 +666,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
                     return self.abandon(ctx, proto, rotation, reason, true).await;
                 }
             }
+            resumed = false;
         }
     }
 
@@ -646,31 +688,41 @@ impl<E: DbEngine> DatabaseRotator<E> {
 
     /// Step `abandon`: put the consumers' password back on the target if needed, delete the
     /// pending password (so the next try starts afresh) and close the rotation. Fails the run
-    /// with the reason.
+    /// with the reason. When the target refuses the consumers' password back, the pending
+    /// password may be the only one it takes: it is kept, the rotation stays open and
+    /// `RotationStuck` fires.
     async fn finish_abandon(
         &self,
         ctx: &JobContext,
         proto: &Protocol,
         rotation: Rotation<Detail>,
     ) -> Result<RunReport, JobError> {
+        let reason = rotation
+            .detail
+            .reason
+            .clone()
+            .unwrap_or_else(|| "abandoned".into());
         let restored = if rotation.detail.restore {
-            self.restore_current(ctx, &rotation).await?
+            match self.restore_current(ctx, &rotation).await? {
+                Restore::Refused(why) => return Err(self.stuck(&rotation, &reason, &why, vec![])),
+                Restore::Done(done) => done,
+            }
         } else {
             None
         };
         self.delete_pending(ctx, &rotation).await?;
         protocol::done(STEP_ABANDON);
         proto.finish(&rotation, RotationStatus::Abandoned).await?;
-        let reason = rotation
-            .detail
-            .reason
-            .clone()
-            .unwrap_or_else(|| "abandoned".into());
-        Err(JobError::Permanent(format!(
+        let text = format!(
             "{reason}; rotation {} abandoned{}, the next try uses a fresh password",
             rotation.id,
             restored.map(|r| format!(", {r}")).unwrap_or_default()
-        )))
+        );
+        let resolved = self.stuck_signal(false, &text);
+        Err(JobError::WithAlerts {
+            error: Box::new(JobError::Permanent(text)),
+            alerts: vec![resolved],
+        })
     }
 
     /// A hand-written consumer secret won the race: it stays, and the target gets its password
@@ -686,7 +738,13 @@ impl<E: DbEngine> DatabaseRotator<E> {
         rotation.detail.restore = true;
         rotation.detail.reason = Some(detail.clone());
         proto.advance(&mut rotation, STEP_ABANDON).await?;
-        let restored = self.restore_current(ctx, &rotation).await?;
+        let restored = match self.restore_current(ctx, &rotation).await? {
+            Restore::Refused(why) => {
+                let conflict = self.conflict_signal(true, &detail);
+                return Err(self.stuck(&rotation, &detail, &why, vec![conflict]));
+            }
+            Restore::Done(done) => done,
+        };
         self.delete_pending(ctx, &rotation).await?;
         protocol::done(STEP_ABANDON);
         proto.finish(&rotation, RotationStatus::Abandoned).await?;
@@ -694,33 +752,96 @@ impl<E: DbEngine> DatabaseRotator<E> {
             "{detail}; the hand-written version counts as the rotation{}",
             restored.map(|r| format!(" ({r})")).unwrap_or_default()
         );
-        let current = ctx.vault.kv_read(&self.config.path).await?;
+        let current = ctx.kv.kv_read(&self.config.path).await?;
         Ok(RunReport {
             work: Work::Nothing,
             inspection: self.inspection(current.as_ref(), None),
-            alerts: vec![self.conflict_signal(true, &detail)],
+            alerts: vec![
+                self.conflict_signal(true, &detail),
+                self.stuck_signal(false, &detail),
+            ],
             detail,
         })
     }
 
-    /// If the consumers' secret points at the rotation's target, sets the password it holds on
-    /// the target again and checks it logs in. Returns what was done, for the run record.
+    /// The failure of a rotation that can go neither forward nor back: the pending password
+    /// stays where it is (the target may hold it and nothing else), the rotation stays open at
+    /// `abandon` and is retried, and `RotationStuck` pages.
+    fn stuck(
+        &self,
+        rotation: &Rotation<Detail>,
+        reason: &str,
+        why: &str,
+        mut alerts: Vec<AlertSignal>,
+    ) -> JobError {
+        let text = format!(
+            "{reason}; rotation {} cannot be abandoned: {why}. The pending password stays at {} (the role may hold it) and the rotation stays open until a human fixes the role",
+            rotation.id, rotation.detail.pending_path
+        );
+        tracing::error!(job = %self.job, rotation = rotation.id, "{text}");
+        alerts.push(self.stuck_signal(true, &text));
+        JobError::WithAlerts {
+            error: Box::new(JobError::Permanent(text)),
+            alerts,
+        }
+    }
+
+    /// If the consumers' secret points at the rotation's target, makes sure the password it
+    /// holds logs in again (setting it on the target when it does not). Returns what was done,
+    /// for the run record, or why the target refused it.
+    ///
+    /// First the consumers' secret is fenced: while it is still at the version the rotation
+    /// began from, it is written again unchanged with check-and-set on that version, so that a
+    /// commit of this rotation still in flight (a paused or deposed instance, a write whose
+    /// answer was lost) can no longer land after the role got the old password back.
     async fn restore_current(
         &self,
         ctx: &JobContext,
         rotation: &Rotation<Detail>,
-    ) -> Result<Option<String>, JobError> {
+    ) -> Result<Restore, JobError> {
         let target = rotation.detail.target.as_str();
-        let Some(current) = ctx.vault.kv_read(&self.config.path).await? else {
-            return Ok(None);
+        let path = self.config.path.as_str();
+        let Some(current) = ctx.kv.kv_read(path).await? else {
+            return Ok(Restore::Done(None));
         };
+        if current.version == rotation.detail.consumer_version {
+            crate::failpoint::hit("rotation-before-fence");
+            match ctx.kv.kv_write(path, &current.data, current.version).await {
+                Ok(_) => {}
+                Err(VaultError::CasMismatch { .. }) => {
+                    return Err(JobError::Transient(format!(
+                        "{path} changed while the abandoned rotation fenced it; trying again"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         if field(&current.data, "username").as_deref() != Some(target) {
-            return Ok(None);
+            return Ok(Restore::Done(None));
         }
         let Some(password) = current.data.get("password") else {
-            return Ok(None);
+            return Ok(Restore::Done(None));
         };
         let (admin, at) = self.admin(ctx).await?;
+        // Setting a password the role already has can be refused (a reuse policy): look first.
+        match self.engine.login(&at, target, password).await {
+            Ok(()) => {
+                return Ok(Restore::Done(Some(format!(
+                    "the password of {path} version {} still logs in as {target}",
+                    current.version
+                ))));
+            }
+            Err(e @ DbError::Unreachable(_)) => {
+                return Err(self.db_failure(
+                    &format!(
+                        "testing the password of {path} as {target} (the rotation stays open)"
+                    ),
+                    &at,
+                    e,
+                ));
+            }
+            Err(_) => {}
+        }
         match self
             .engine
             .set_password(&admin, &at, target, password)
@@ -729,16 +850,16 @@ impl<E: DbEngine> DatabaseRotator<E> {
             Ok(()) => {}
             Err(DbError::Refused(e)) => {
                 tracing::error!(job = %self.job, target, error = %e, "cannot put the consumers' password back on the role");
-                return Ok(Some(format!(
-                    "putting the password of {} version {} back on {target} was refused: {e}",
-                    self.config.path, current.version
+                return Ok(Restore::Refused(format!(
+                    "putting the password of {path} version {} back on {target} was refused: {e}",
+                    current.version
                 )));
             }
             Err(e) => {
                 return Err(self.db_failure(
                     &format!(
-                        "putting the password of {} version {} back on {target} (the rotation stays open until it succeeds)",
-                        self.config.path, current.version
+                        "putting the password of {path} version {} back on {target} (the rotation stays open until it succeeds)",
+                        current.version
                     ),
                     &at,
                     e,
@@ -752,10 +873,10 @@ impl<E: DbEngine> DatabaseRotator<E> {
                 format!("but a login with it failed: {e}")
             }
         };
-        Ok(Some(format!(
-            "the password of {} version {} was put back on {target} {check}",
-            self.config.path, current.version
-        )))
+        Ok(Restore::Done(Some(format!(
+            "the password of {path} version {} was put back on {target} {check}",
+            current.version
+        ))))
     }
 
     async fn delete_pending(
@@ -763,7 +884,7 @@ impl<E: DbEngine> DatabaseRotator<E> {
         ctx: &JobContext,
         rotation: &Rotation<Detail>,
     ) -> Result<(), JobError> {
-        match ctx.vault.kv_delete_all(&rotation.detail.pending_path).await {
+        match ctx.kv.kv_delete_all(&rotation.detail.pending_path).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_retryable() => Err(e.into()),
             // A policy without delete leaves a copy behind at a path only the steward reads;
@@ -772,6 +893,27 @@ impl<E: DbEngine> DatabaseRotator<E> {
                 tracing::warn!(job = %self.job, path = %rotation.detail.pending_path, error = %e, "could not delete the pending password");
                 Ok(())
             }
+        }
+    }
+
+    fn stuck_signal(&self, firing: bool, detail: &str) -> AlertSignal {
+        AlertSignal {
+            name: ROTATION_STUCK,
+            firing,
+            severity: Severity::Critical,
+            summary: if firing {
+                format!(
+                    "the rotation of {} can go neither forward nor back without a human",
+                    self.config.path
+                )
+            } else {
+                format!("no rotation of {} is stuck", self.config.path)
+            },
+            details: serde_json::json!({
+                "path": self.config.path,
+                "pending_path": self.pending_path,
+                "detail": detail,
+            }),
         }
     }
 
@@ -800,7 +942,7 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
     }
 
     async fn inspect(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
-        let current = ctx.vault.kv_read(&self.config.path).await?;
+        let current = ctx.kv.kv_read(&self.config.path).await?;
         let open = self.protocol(ctx).open::<Detail>().await?;
         Ok(self.inspection(current.as_ref(), open.as_ref()))
     }
@@ -827,7 +969,7 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
         let proto = self.protocol(ctx);
         if let Some(open) = proto.open::<Detail>().await? {
             if req.dry_run {
-                let current = ctx.vault.kv_read(&self.config.path).await?;
+                let current = ctx.kv.kv_read(&self.config.path).await?;
                 return Ok(RunReport {
                     work: Work::Nothing,
                     detail: format!(
@@ -842,7 +984,7 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
             return self.drive(ctx, &proto, open, false).await;
         }
         let path = self.config.path.as_str();
-        let current = ctx.vault.kv_read(path).await?;
+        let current = ctx.kv.kv_read(path).await?;
         if let Some(cur) = &current
             && !req.force
             && cur.created_time + self.config.every.as_chrono() > Utc::now()
@@ -860,7 +1002,7 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
         let consumer_version = match &current {
             Some(c) => c.version,
             None => ctx
-                .vault
+                .kv
                 .kv_metadata(path)
                 .await?
                 .map(|m| m.current_version)

@@ -133,8 +133,10 @@ async fn connect(options: MySqlConnectOptions, secret: &str) -> Result<MySqlConn
 }
 
 /// Server errors that mean "busy or going away", not "no": too many connections (1040), per-user
-/// connection limits (1203, 1226), shutdown in progress (1053), connection killed (1927).
-const UNREACHABLE_ERRORS: [u16; 5] = [1040, 1053, 1203, 1226, 1927];
+/// connection limits (1203, 1226), shutdown in progress (1053), connection killed (1927), and a
+/// statement the server gave up on — lock wait timeout (1205), deadlock (1213). Taking those for
+/// refusals would abandon a rotation whose ALTER may have run before.
+const UNREACHABLE_ERRORS: [u16; 7] = [1040, 1053, 1203, 1205, 1213, 1226, 1927];
 
 fn classify(e: &sqlx::Error, at_login: bool, secret: &str) -> DbError {
     match e {
@@ -171,6 +173,17 @@ pub fn quote_string(text: &str, what: &str) -> Result<String, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_timeouts_and_deadlocks_are_transient() {
+        for number in [1205, 1213, 1040, 1927] {
+            assert!(UNREACHABLE_ERRORS.contains(&number), "{number}");
+        }
+        // Refusals: access denied, unknown user, password-history / reuse policy.
+        for number in [1044, 1045, 1227, 1396, 3638, 1819] {
+            assert!(!UNREACHABLE_ERRORS.contains(&number), "{number}");
+        }
+    }
 
     #[test]
     fn quoting() {

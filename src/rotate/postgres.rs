@@ -135,14 +135,14 @@ async fn connect(options: PgConnectOptions, secret: &str) -> Result<PgConnection
     }
 }
 
-/// Sorts a sqlx error by SQLSTATE class: 08 (connection), 53 (resources) and 57P (shutdown,
-/// starting up) mean "not reachable now"; 28 (authorization) at login means "refused".
+/// Sorts a sqlx error by SQLSTATE (see [`transient_sqlstate`]); other errors at login (class 28,
+/// authorization) mean "refused".
 fn classify(e: &sqlx::Error, at_login: bool, secret: &str) -> DbError {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             let text = scrub(&format!("{} (SQLSTATE {code})", db.message()), secret);
-            if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") {
+            if transient_sqlstate(&code) {
                 DbError::Unreachable(text)
             } else if at_login {
                 DbError::LoginRefused(text)
@@ -153,6 +153,17 @@ fn classify(e: &sqlx::Error, at_login: bool, secret: &str) -> DbError {
         sqlx::Error::Configuration(_) => DbError::Setup(scrub(&e.to_string(), secret)),
         _ => DbError::Unreachable(scrub(&e.to_string(), secret)),
     }
+}
+
+/// SQLSTATEs that mean "not now" rather than "no": class 08 (connection), 53 (resources), 57P
+/// (shutdown, starting up), and a statement the server gave up on — 57014 (statement timeout or
+/// cancel), 55P03 (lock timeout), 40P01 (deadlock), 40001 (serialization failure). Taking those
+/// for refusals would abandon a rotation whose ALTER may have run before.
+fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || matches!(code, "57014" | "55P03" | "40P01" | "40001")
 }
 
 /// `"name"` with inner quotes doubled; NUL cannot be quoted.
@@ -251,6 +262,19 @@ mod tests {
         assert_eq!(b64.decode(server).unwrap().len(), 32);
         assert!(!v.contains("pencil"));
         assert_ne!(*v, *scram_verifier("pencil").unwrap(), "salted afresh");
+    }
+
+    #[test]
+    fn timeouts_deadlocks_and_lost_connections_are_transient() {
+        for code in [
+            "08006", "53300", "57P01", "57P03", "57014", "55P03", "40P01", "40001",
+        ] {
+            assert!(transient_sqlstate(code), "{code}");
+        }
+        // Refusals: privilege, missing role, authentication, a check violation.
+        for code in ["42501", "42704", "28P01", "23514", ""] {
+            assert!(!transient_sqlstate(code), "{code}");
+        }
     }
 
     #[test]

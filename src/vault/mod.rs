@@ -11,11 +11,13 @@
 //! `#[instrument(err)]` (no bodies, but noisy: a read of a missing secret is one). The telemetry
 //! filter should silence the `vaultrs` and `rustify` targets; this module logs what matters.
 
+pub mod api;
 mod error;
 pub mod kv;
 mod renewal;
 mod session;
 
+pub use api::{AppRoleApi, IssuedSecretId, KvApi};
 pub use error::VaultError;
 pub use kv::{KvData, KvMetadata, KvSecret, KvVersionMeta, KvWrite};
 pub use session::{AuthState, KvCapabilities, VaultSession};
