@@ -814,7 +814,10 @@ async fn failed_test_login_puts_the_current_password_back() {
             assert!(error.contains(&format!("put back on {user0}")), "{error}");
             assert!(error.contains("abandoned"), "{error}");
             let (v, user, pw) = s.current().await;
-            assert_eq!((v, &user, &pw), (v0, &user0, &pw0), "KV untouched");
+            assert_eq!((&user, &pw), (&user0, &pw0), "KV's credential untouched");
+            // Putting the password back fences the consumers' secret first (issue 13 item 4):
+            // the same data again, one version up.
+            assert!(v <= v0 + 1, "KV version {v}, was {v0}");
             assert_logs_in(engine, &user0, &pw0, "the consumers' password, put back").await;
             assert!(!s.pending_exists().await);
             assert_eq!(s.open_rotations().await, 0);
@@ -1196,5 +1199,76 @@ async fn postgres_statement_timeout_on_the_admin_loses_no_credential_and_is_retr
     assert_logs_in(engine, &user2, &pw2, "KV's password after the retry").await;
     assert_refused(engine, &user0, &pw1, "the previous password").await;
     assert!(!s.pending_exists().await);
+    s.cleanup().await;
+}
+
+/// A rotation abandoned because the new password did not log in (the job names a database that
+/// does not exist) is retried with the usual backoff — it failed, it did not happen — and
+/// JobFailing stays firing. The consumers' secret is at most fenced (rewritten unchanged) by the
+/// abandon; that must not make it look freshly rotated, or the retry finds the job "not due",
+/// the failure is counted as resolved, and the next try waits a whole `every` (90 days in
+/// production) with no alert.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_rotation_is_retried_not_postponed_by_every() {
+    let engine = Engine::Postgres;
+    let s = Setup::new(
+        engine,
+        Strategy::Single,
+        Options {
+            job_database: Some(common::unique("nodb")),
+            admin_database: Some(engine.database()),
+            every: "20s",
+            ..Options::default()
+        },
+    )
+    .await;
+    let (v0, user0, pw0) = s.current().await;
+    let store = s.store().await;
+    // Due 20 s after the seed.
+    let mut d = s.cfg.start(&[]);
+    d.ready().await;
+    let job = s.job.clone();
+    wait_until(Duration::from_secs(45), "the first failed rotation", || {
+        let (store, job) = (store.clone(), job.clone());
+        async move {
+            store
+                .job_state(&job)
+                .await
+                .unwrap()
+                .is_some_and(|st| st.consecutive_failures >= 1)
+        }
+    })
+    .await;
+    let failed_at = chrono::Utc::now();
+    // The retry comes within a few seconds (retry_initial = 1s): it fails again, or it was
+    // skipped as not due.
+    wait_until(Duration::from_secs(15), "the retry", || {
+        let (store, job) = (store.clone(), job.clone());
+        async move {
+            store
+                .job_state(&job)
+                .await
+                .unwrap()
+                .is_some_and(|st| st.consecutive_failures != 1)
+        }
+    })
+    .await;
+    d.terminate(Duration::from_secs(15)).await;
+    let runs = store.recent_runs(&s.job, 10).await.unwrap();
+    let (v, user, pw) = s.current().await;
+    let state = store.job_state(&s.job).await.unwrap().unwrap();
+    assert!(
+        state.consecutive_failures >= 2,
+        "the abandoned rotation was not retried: after its failure at {failed_at} the next run \
+         ended {:?} ({:?}); KV is at version {v} (was {v0}), created {}; consecutive failures \
+         {}",
+        runs.first().map(|r| r.outcome),
+        runs.first().and_then(|r| r.detail.clone().or(r.error.clone())),
+        s.vault.kv_get(&s.path).await.unwrap().created_time,
+        state.consecutive_failures,
+    );
+    assert!(s.alert_firing("JobFailing").await);
+    assert_eq!((&user, &pw), (&user0, &pw0), "KV's credential untouched");
+    assert_logs_in(engine, &user0, &pw0, "the consumers' password").await;
     s.cleanup().await;
 }
