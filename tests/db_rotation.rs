@@ -21,11 +21,11 @@ use common::daemon::record_canaries;
 use common::db::{Engine, Options, Setup, Strategy, assert_logs_in, assert_refused};
 #[cfg(feature = "failpoints")]
 use common::mariadb::PrivateMariadb;
-#[cfg(feature = "failpoints")]
-use sqlx::Connection;
 use common::proxy::Proxy;
 use common::vault::RootVault;
 use common::wait_until;
+#[cfg(feature = "failpoints")]
+use sqlx::Connection;
 
 /// `HOST:PORT` of a server address.
 fn host_port((host, port): (String, u16)) -> String {
@@ -1052,9 +1052,16 @@ async fn mysql_password_reuse_policy_crash_after_alter_rotation_completes_on_res
     );
     assert_eq!(run.error, None, "the resumed run succeeds");
     assert_eq!((v1, &user1), (v0 + 1, &user0), "exactly one rotation");
-    assert_eq!(pw1, pending, "the password the ALTER set is the one committed");
-    s.assert_refused(&user0, &pw0, "the previous password").await;
-    assert!(!s.pending_exists().await, "the pending password is cleaned up");
+    assert_eq!(
+        pw1, pending,
+        "the password the ALTER set is the one committed"
+    );
+    s.assert_refused(&user0, &pw0, "the previous password")
+        .await;
+    assert!(
+        !s.pending_exists().await,
+        "the pending password is cleaned up"
+    );
     assert_eq!(s.open_rotations().await, 0);
     s.cleanup().await;
     server.stop().await;
@@ -1074,7 +1081,9 @@ async fn as_pg_admin(s: &Setup, sql: &str) -> Result<(), String> {
     let mut c = sqlx::postgres::PgConnection::connect_with(&o)
         .await
         .expect("admin login");
-    let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
+    let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut c)
+        .await;
     let _ = c.close().await;
     r.map(|_| ()).map_err(|e| match e {
         sqlx::Error::Database(db) => db.code().map(|c| c.to_string()).unwrap_or_default(),
@@ -1177,7 +1186,13 @@ async fn postgres_statement_timeout_on_the_admin_loses_no_credential_and_is_retr
     );
     assert_eq!(s.open_rotations().await, 1, "{out}{err}");
     assert_eq!(s.current().await.0, v1, "KV untouched");
-    assert_logs_in(engine, &user0, &pw1, "KV's password while the rotation waits").await;
+    assert_logs_in(
+        engine,
+        &user0,
+        &pw1,
+        "KV's password while the rotation waits",
+    )
+    .await;
     assert!(
         s.pending_password().await.is_some(),
         "the pending password is kept"
@@ -1263,7 +1278,8 @@ async fn an_abandoned_rotation_is_retried_not_postponed_by_every() {
          ended {:?} ({:?}); KV is at version {v} (was {v0}), created {}; consecutive failures \
          {}",
         runs.first().map(|r| r.outcome),
-        runs.first().and_then(|r| r.detail.clone().or(r.error.clone())),
+        runs.first()
+            .and_then(|r| r.detail.clone().or(r.error.clone())),
         s.vault.kv_get(&s.path).await.unwrap().created_time,
         state.consecutive_failures,
     );
