@@ -1288,3 +1288,68 @@ async fn an_abandoned_rotation_is_retried_not_postponed_by_every() {
     assert_logs_in(engine, &user0, &pw0, "the consumers' password").await;
     s.cleanup().await;
 }
+
+/// MariaDB with a password-reuse policy, and a new password that does not log in (the job
+/// names a database that does not exist): the rotation is abandoned and the consumers'
+/// password must go back on the role — which the policy refuses, since the role had it before.
+/// Before the fix the pending password was deleted anyway, so the role's password existed
+/// nowhere. Now the rotation stays open with the pending password kept (it logs in), and
+/// RotationStuck fires.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_password_reuse_policy_refused_restore_keeps_the_pending_password() {
+    let engine = Engine::Mysql;
+    let server = PrivateMariadb::start(&[]).await;
+    engine
+        .root_exec_on(
+            &server.url(),
+            &[
+                "INSTALL SONAME 'password_reuse_check'".to_string(),
+                "SET GLOBAL password_reuse_check_interval = 0".to_string(),
+            ],
+        )
+        .await;
+    let s = Setup::new(
+        engine,
+        Strategy::Single,
+        Options {
+            server: Some(server.url()),
+            job_database: Some(common::unique("nodb")),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (v0, user0, pw0) = s.current().await;
+    let (st, out, err) = s.rotate();
+    assert!(!st.success(), "the new password cannot log in: {out}{err}");
+    let (v1, user1, pw1) = s.current().await;
+    assert_eq!((&user1, &pw1), (&user0, &pw0), "KV's credential unchanged");
+    assert!(v1 <= v0 + 1, "at most a fence: version {v1}, was {v0}");
+    let open = s.open_rotations().await;
+    let pending = s.pending_password().await;
+    let kv_login = s.login(&user0, &pw0).await;
+    let pending_login = match &pending {
+        Some(p) => s.login(&user0, p).await.map_err(|e| e.to_string()),
+        None => Err("no pending password left".to_string()),
+    };
+    assert!(
+        kv_login.is_ok() || (open == 1 && pending_login.is_ok()),
+        "a credential was lost: KV's password is refused ({}), the pending one: {pending_login:?}, \
+         {open} rotation(s) open; the run said: {out}",
+        kv_login.as_ref().unwrap_err(),
+    );
+    // The policy refused the old password: the role holds the pending one, the rotation waits.
+    s.assert_refused(&user0, &pw0, "KV's password, whose restore the policy refused")
+        .await;
+    assert_eq!(open, 1, "the rotation stays open");
+    assert!(
+        s.alert_firing("RotationStuck").await,
+        "RotationStuck pages while the role holds only the pending password"
+    );
+    assert!(
+        out.contains("refused") || err.contains("refused"),
+        "the run says the restore was refused: {out}"
+    );
+    s.cleanup().await;
+    server.stop().await;
+}
