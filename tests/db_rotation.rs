@@ -1164,12 +1164,13 @@ async fn postgres_statement_timeout_on_the_admin_loses_no_credential_and_is_retr
     assert!(
         kv_login.is_ok() || (open == 1 && pending_login.is_ok()),
         "a credential was lost: KV's password (version {v1}) is refused ({}), the pending one \
-         {} and {open} rotation(s) open; the roll-forward said: {out}{err}",
+         {} and {open} rotation(s) open; the roll-forward said: {out}{}",
         kv_login.as_ref().unwrap_err(),
         match &pending_login {
             Ok(()) => "logs in".to_string(),
             Err(e) => format!("does not: {e}"),
         },
+        err.lines().last().unwrap_or_default(),
     );
     // The pending password logs in, so the roll-forward needs no second ALTER: it completes.
     assert_eq!(open, 0, "the roll-forward completes: {out}{err}");
@@ -1335,12 +1336,17 @@ async fn mysql_password_reuse_policy_refused_restore_keeps_the_pending_password(
     assert!(
         kv_login.is_ok() || (open == 1 && pending_login.is_ok()),
         "a credential was lost: KV's password is refused ({}), the pending one: {pending_login:?}, \
-         {open} rotation(s) open; the run said: {out}",
+         {open} rotation(s) open; the run said: {out}{}",
         kv_login.as_ref().unwrap_err(),
+        err.lines().last().unwrap_or_default(),
     );
     // The policy refused the old password: the role holds the pending one, the rotation waits.
-    s.assert_refused(&user0, &pw0, "KV's password, whose restore the policy refused")
-        .await;
+    s.assert_refused(
+        &user0,
+        &pw0,
+        "KV's password, whose restore the policy refused",
+    )
+    .await;
     assert_eq!(open, 1, "the rotation stays open");
     assert!(
         s.alert_firing("RotationStuck").await,
