@@ -19,9 +19,13 @@ use std::time::Duration;
 
 use common::daemon::record_canaries;
 use common::db::{Engine, Options, Setup, Strategy, assert_logs_in, assert_refused};
+#[cfg(feature = "failpoints")]
+use common::mariadb::PrivateMariadb;
 use common::proxy::Proxy;
 use common::vault::RootVault;
 use common::wait_until;
+#[cfg(feature = "failpoints")]
+use sqlx::Connection;
 
 /// `HOST:PORT` of a server address.
 fn host_port((host, port): (String, u16)) -> String {
@@ -858,7 +862,10 @@ async fn failed_test_login_puts_the_current_password_back() {
             assert!(error.contains(&format!("put back on {user0}")), "{error}");
             assert!(error.contains("abandoned"), "{error}");
             let (v, user, pw) = s.current().await;
-            assert_eq!((v, &user, &pw), (v0, &user0, &pw0), "KV untouched");
+            assert_eq!((&user, &pw), (&user0, &pw0), "KV's credential untouched");
+            // Putting the password back fences the consumers' secret first (issue 13 item 4):
+            // the same data again, one version up.
+            assert!(v <= v0 + 1, "KV version {v}, was {v0}");
             assert_logs_in(engine, &user0, &pw0, "the consumers' password, put back").await;
             assert!(!s.pending_exists().await);
             assert_eq!(s.open_rotations().await, 0);
@@ -988,4 +995,415 @@ async fn a_failed_roll_forward_is_retried_without_waiting_for_the_window() {
         .to_string();
     assert!(next.contains("-01-01T00:00:00"), "next due {next}");
     s.cleanup().await;
+}
+
+// ---- issue 13 item 3: a resumed `apply` must not lose the role's password ------------------
+
+/// The run recorded for the roll-forward of `job` (trigger `resume`), once finished.
+#[cfg(feature = "failpoints")]
+async fn finished_resume_run(s: &Setup) -> vault_steward::store::RunRecord {
+    let store = s.store().await;
+    let job = s.job.clone();
+    wait_until(Duration::from_secs(30), "the resumed run to finish", || {
+        let (store, job) = (store.clone(), job.clone());
+        async move {
+            store.recent_runs(&job, 10).await.unwrap().iter().any(|r| {
+                r.trigger == vault_steward::store::RunTrigger::Resume && r.finished_at.is_some()
+            })
+        }
+    })
+    .await;
+    store
+        .recent_runs(&s.job, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.trigger == vault_steward::store::RunTrigger::Resume)
+        .unwrap()
+}
+
+/// MariaDB with a password-reuse policy (`password_reuse_check`, history kept forever:
+/// `password_reuse_check_interval = 0`) on a private server of the test's own, so the policy
+/// reaches no other test. `rotate` dies right after the ALTER (`rotation-apply-done`): the role
+/// has the pending password, KV the old one. The restarted daemon's resumed `apply` must not
+/// take the server's refusal to set the same password again as "the new password was refused"
+/// and delete the pending password (review M2: then the role's password exists nowhere): the
+/// rotation completes and KV's password logs in.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_password_reuse_policy_crash_after_alter_rotation_completes_on_restart() {
+    let engine = Engine::Mysql;
+    let server = PrivateMariadb::start(&[]).await;
+    engine
+        .root_exec_on(
+            &server.url(),
+            &[
+                "INSTALL SONAME 'password_reuse_check'".to_string(),
+                "SET GLOBAL password_reuse_check_interval = 0".to_string(),
+            ],
+        )
+        .await;
+    let s = Setup::new(
+        engine,
+        Strategy::Single,
+        Options {
+            server: Some(server.url()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (v0, user0, pw0) = s.current().await;
+    s.assert_logs_in(&user0, &pw0, "before").await;
+    // The policy is in force: setting a password the role had before is refused.
+    let mut root = sqlx::mysql::MySqlConnection::connect(server.url().as_str())
+        .await
+        .unwrap();
+    let again = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER USER '{user0}'@'%' IDENTIFIED BY '{pw0}'"
+    )))
+    .execute(&mut root)
+    .await;
+    let _ = root.close().await;
+    assert!(
+        again.is_err(),
+        "password_reuse_check should refuse a password the role had"
+    );
+
+    let (st, _, err) = s.rotate_crashing_at("rotation-apply-done");
+    assert!(!st.success());
+    assert!(err.contains("failpoint rotation-apply-done hit"), "{err}");
+    assert_eq!(s.open_rotations().await, 1);
+    let pending = s.pending_password().await.expect("pending password");
+    s.assert_logs_in(&user0, &pending, "the ALTER ran before the crash")
+        .await;
+    s.assert_refused(&user0, &pw0, "KV's password once the ALTER ran")
+        .await;
+
+    let mut d = s.cfg.start(&[]);
+    d.ready().await;
+    let run = finished_resume_run(&s).await;
+    d.terminate(Duration::from_secs(15)).await;
+    let (v1, user1, pw1) = s.current().await;
+    let kv_login = s.login(&user1, &pw1).await;
+    let pending_login = match s.pending_password().await {
+        Some(p) => format!("{:?}", s.login(&user0, &p).await.map_err(|e| e.to_string())),
+        None => "no pending password left".into(),
+    };
+    assert!(
+        kv_login.is_ok(),
+        "KV's password (version {v1}) is refused after the restart: {}; the resumed run: \
+         outcome {:?}, error {:?}; open rotations {}; pending: {pending_login}",
+        kv_login.unwrap_err(),
+        run.outcome,
+        run.error,
+        s.open_rotations().await,
+    );
+    assert_eq!(run.error, None, "the resumed run succeeds");
+    assert_eq!((v1, &user1), (v0 + 1, &user0), "exactly one rotation");
+    assert_eq!(
+        pw1, pending,
+        "the password the ALTER set is the one committed"
+    );
+    s.assert_refused(&user0, &pw0, "the previous password")
+        .await;
+    assert!(
+        !s.pending_exists().await,
+        "the pending password is cleaned up"
+    );
+    assert_eq!(s.open_rotations().await, 0);
+    s.cleanup().await;
+    server.stop().await;
+}
+
+/// Connects as the job's admin (from its admin secret) and runs `sql`; the SQLSTATE if it fails.
+#[cfg(feature = "failpoints")]
+async fn as_pg_admin(s: &Setup, sql: &str) -> Result<(), String> {
+    let admin = s.vault.kv_get(&s.admin_path).await.expect("admin secret");
+    let (host, port) = s.server();
+    let o = sqlx::postgres::PgConnectOptions::new_without_pgpass()
+        .host(&host)
+        .port(port)
+        .username(admin.data["username"].as_str().unwrap())
+        .password(admin.data["password"].as_str().unwrap())
+        .database(&Engine::Postgres.database());
+    let mut c = sqlx::postgres::PgConnection::connect_with(&o)
+        .await
+        .expect("admin login");
+    let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut c)
+        .await;
+    let _ = c.close().await;
+    r.map(|_| ()).map_err(|e| match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.to_string()).unwrap_or_default(),
+        other => other.to_string(),
+    })
+}
+
+/// A superuser transaction holding the role's `pg_authid` row (an uncommitted update of it):
+/// any other ALTER ROLE of that role waits for it, so a statement timeout on the admin bites
+/// every time, not by luck of timing.
+#[cfg(feature = "failpoints")]
+async fn lock_role_row(role: &str) -> sqlx::postgres::PgConnection {
+    let mut c = sqlx::postgres::PgConnection::connect(Engine::Postgres.root_url().as_str())
+        .await
+        .expect("superuser connection");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET idle_in_transaction_session_timeout = '300s'; BEGIN; \
+         ALTER ROLE \"{role}\" CONNECTION LIMIT -1"
+    )))
+    .execute(&mut c)
+    .await
+    .expect("lock the role's row");
+    c
+}
+
+/// PostgreSQL with a tiny `statement_timeout` on the job's own admin role (a per-role setting,
+/// harmless to the shared cluster), and the rotated role's row held by another transaction so
+/// that every ALTER ROLE by the admin is cancelled (SQLSTATE 57014, which the old code took for
+/// "refused").
+///
+/// 1. `rotate` dies right after the ALTER; the roll-forward (`rotate` again) meets the timeout.
+///    No credential may be lost: KV's password logs in, or the pending one does while the
+///    rotation stays open (before the fix the rotation was abandoned and the pending password
+///    deleted while the role held it).
+/// 2. A fresh rotation meets the timeout: a transient failure, the rotation stays open, KV's
+///    password keeps working.
+/// 3. With the timeout lifted, the daemon retries the open rotation on its own and completes it.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_statement_timeout_on_the_admin_loses_no_credential_and_is_retried() {
+    let engine = Engine::Postgres;
+    let s = Setup::new(engine, Strategy::Single, Options::default()).await;
+    let admin = s.vault.kv_get(&s.admin_path).await.unwrap().data["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (v0, user0, pw0) = s.current().await;
+
+    // 1. A crash after the ALTER, then the roll-forward under the timeout.
+    let (st, _, err) = s.rotate_crashing_at("rotation-apply-done");
+    assert!(!st.success());
+    assert!(err.contains("failpoint rotation-apply-done hit"), "{err}");
+    let pending = s.pending_password().await.expect("pending password");
+    assert_logs_in(engine, &user0, &pending, "the ALTER ran before the crash").await;
+    engine
+        .root_exec(&[format!(
+            "ALTER ROLE \"{admin}\" SET statement_timeout = '1ms'"
+        )])
+        .await;
+    let blocker = lock_role_row(&user0).await;
+    assert_eq!(
+        as_pg_admin(&s, &format!("ALTER ROLE \"{user0}\" CONNECTION LIMIT -1")).await,
+        Err("57014".to_string()),
+        "the admin's ALTER ROLE is cancelled by statement_timeout"
+    );
+    let (st, out, err) = s.rotate();
+    let (v1, user1, pw1) = s.current().await;
+    let open = s.open_rotations().await;
+    let pending_now = s.pending_password().await;
+    let kv_login = engine.login(&user1, &pw1).await;
+    let pending_login = match &pending_now {
+        Some(p) => engine.login(&user0, p).await,
+        None => Err(common::db::LoginError {
+            code: None,
+            text: "no pending password left".into(),
+        }),
+    };
+    assert!(
+        kv_login.is_ok() || (open == 1 && pending_login.is_ok()),
+        "a credential was lost: KV's password (version {v1}) is refused ({}), the pending one \
+         {} and {open} rotation(s) open; the roll-forward said: {out}{}",
+        kv_login.as_ref().unwrap_err(),
+        match &pending_login {
+            Ok(()) => "logs in".to_string(),
+            Err(e) => format!("does not: {e}"),
+        },
+        err.lines().last().unwrap_or_default(),
+    );
+    // The pending password logs in, so the roll-forward needs no second ALTER: it completes.
+    assert_eq!(open, 0, "the roll-forward completes: {out}{err}");
+    assert!(st.success(), "{out}{err}");
+    assert_eq!((v1, &user1, &pw1), (v0 + 1, &user0, &pending));
+    assert_refused(engine, &user0, &pw0, "the previous password").await;
+
+    // 2. A fresh rotation under the timeout: a transient failure, nothing lost meanwhile.
+    let (st, out, err) = s.rotate();
+    assert!(!st.success(), "the ALTER cannot succeed: {out}{err}");
+    assert!(
+        !err.contains("abandoned") && !out.contains("abandoned"),
+        "a statement timeout is not a refusal; the rotation must stay open: {out}{err}"
+    );
+    assert_eq!(s.open_rotations().await, 1, "{out}{err}");
+    assert_eq!(s.current().await.0, v1, "KV untouched");
+    assert_logs_in(
+        engine,
+        &user0,
+        &pw1,
+        "KV's password while the rotation waits",
+    )
+    .await;
+    assert!(
+        s.pending_password().await.is_some(),
+        "the pending password is kept"
+    );
+    let row = s.status();
+    assert!(row["consecutive_failures"].as_u64() >= Some(1), "{row}");
+
+    // 3. The timeout lifted: the daemon retries the open rotation and completes it.
+    let _ = blocker.close().await;
+    engine
+        .root_exec(&[format!("ALTER ROLE \"{admin}\" RESET statement_timeout")])
+        .await;
+    let mut d = s.cfg.start(&[]);
+    d.ready().await;
+    s.wait_rolled_forward("the retried rotation").await;
+    d.terminate(Duration::from_secs(15)).await;
+    let (v2, user2, pw2) = s.current().await;
+    assert_eq!((v2, &user2), (v1 + 1, &user0), "exactly one more rotation");
+    assert_logs_in(engine, &user2, &pw2, "KV's password after the retry").await;
+    assert_refused(engine, &user0, &pw1, "the previous password").await;
+    assert!(!s.pending_exists().await);
+    s.cleanup().await;
+}
+
+/// A rotation abandoned because the new password did not log in (the job names a database that
+/// does not exist) is retried with the usual backoff — it failed, it did not happen — and
+/// JobFailing stays firing. The consumers' secret is at most fenced (rewritten unchanged) by the
+/// abandon; that must not make it look freshly rotated, or the retry finds the job "not due",
+/// the failure is counted as resolved, and the next try waits a whole `every` (90 days in
+/// production) with no alert.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_rotation_is_retried_not_postponed_by_every() {
+    let engine = Engine::Postgres;
+    let s = Setup::new(
+        engine,
+        Strategy::Single,
+        Options {
+            job_database: Some(common::unique("nodb")),
+            admin_database: Some(engine.database()),
+            every: "20s",
+            ..Options::default()
+        },
+    )
+    .await;
+    let (v0, user0, pw0) = s.current().await;
+    let store = s.store().await;
+    // Due 20 s after the seed.
+    let mut d = s.cfg.start(&[]);
+    d.ready().await;
+    let job = s.job.clone();
+    wait_until(Duration::from_secs(45), "the first failed rotation", || {
+        let (store, job) = (store.clone(), job.clone());
+        async move {
+            store
+                .job_state(&job)
+                .await
+                .unwrap()
+                .is_some_and(|st| st.consecutive_failures >= 1)
+        }
+    })
+    .await;
+    let failed_at = chrono::Utc::now();
+    // The retry comes within a few seconds (retry_initial = 1s): it fails again, or it was
+    // skipped as not due.
+    wait_until(Duration::from_secs(15), "the retry", || {
+        let (store, job) = (store.clone(), job.clone());
+        async move {
+            store
+                .job_state(&job)
+                .await
+                .unwrap()
+                .is_some_and(|st| st.consecutive_failures != 1)
+        }
+    })
+    .await;
+    d.terminate(Duration::from_secs(15)).await;
+    let runs = store.recent_runs(&s.job, 10).await.unwrap();
+    let (v, user, pw) = s.current().await;
+    let state = store.job_state(&s.job).await.unwrap().unwrap();
+    assert!(
+        state.consecutive_failures >= 2,
+        "the abandoned rotation was not retried: after its failure at {failed_at} the next run \
+         ended {:?} ({:?}); KV is at version {v} (was {v0}), created {}; consecutive failures \
+         {}",
+        runs.first().map(|r| r.outcome),
+        runs.first()
+            .and_then(|r| r.detail.clone().or(r.error.clone())),
+        s.vault.kv_get(&s.path).await.unwrap().created_time,
+        state.consecutive_failures,
+    );
+    assert!(s.alert_firing("JobFailing").await);
+    assert_eq!((&user, &pw), (&user0, &pw0), "KV's credential untouched");
+    assert_logs_in(engine, &user0, &pw0, "the consumers' password").await;
+    s.cleanup().await;
+}
+
+/// MariaDB with a password-reuse policy, and a new password that does not log in (the job
+/// names a database that does not exist): the rotation is abandoned and the consumers'
+/// password must go back on the role — which the policy refuses, since the role had it before.
+/// Before the fix the pending password was deleted anyway, so the role's password existed
+/// nowhere. Now the rotation stays open with the pending password kept (it logs in), and
+/// RotationStuck fires.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_password_reuse_policy_refused_restore_keeps_the_pending_password() {
+    let engine = Engine::Mysql;
+    let server = PrivateMariadb::start(&[]).await;
+    engine
+        .root_exec_on(
+            &server.url(),
+            &[
+                "INSTALL SONAME 'password_reuse_check'".to_string(),
+                "SET GLOBAL password_reuse_check_interval = 0".to_string(),
+            ],
+        )
+        .await;
+    let s = Setup::new(
+        engine,
+        Strategy::Single,
+        Options {
+            server: Some(server.url()),
+            job_database: Some(common::unique("nodb")),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (v0, user0, pw0) = s.current().await;
+    let (st, out, err) = s.rotate();
+    assert!(!st.success(), "the new password cannot log in: {out}{err}");
+    let (v1, user1, pw1) = s.current().await;
+    assert_eq!((&user1, &pw1), (&user0, &pw0), "KV's credential unchanged");
+    assert!(v1 <= v0 + 1, "at most a fence: version {v1}, was {v0}");
+    let open = s.open_rotations().await;
+    let pending = s.pending_password().await;
+    let kv_login = s.login(&user0, &pw0).await;
+    let pending_login = match &pending {
+        Some(p) => s.login(&user0, p).await.map_err(|e| e.to_string()),
+        None => Err("no pending password left".to_string()),
+    };
+    assert!(
+        kv_login.is_ok() || (open == 1 && pending_login.is_ok()),
+        "a credential was lost: KV's password is refused ({}), the pending one: {pending_login:?}, \
+         {open} rotation(s) open; the run said: {out}{}",
+        kv_login.as_ref().unwrap_err(),
+        err.lines().last().unwrap_or_default(),
+    );
+    // The policy refused the old password: the role holds the pending one, the rotation waits.
+    s.assert_refused(
+        &user0,
+        &pw0,
+        "KV's password, whose restore the policy refused",
+    )
+    .await;
+    assert_eq!(open, 1, "the rotation stays open");
+    assert!(
+        s.alert_firing("RotationStuck").await,
+        "RotationStuck pages while the role holds only the pending password"
+    );
+    assert!(
+        out.contains("refused") || err.contains("refused"),
+        "the run says the restore was refused: {out}"
+    );
+    s.cleanup().await;
+    server.stop().await;
 }

@@ -55,14 +55,7 @@ impl Engine {
 
     /// The server's own address (not a proxy).
     pub fn server(self) -> (String, u16) {
-        let u = self.root_url();
-        (
-            u.host_str().expect("host").to_string(),
-            u.port().unwrap_or(match self {
-                Engine::Postgres => 5432,
-                Engine::Mysql => 3306,
-            }),
-        )
+        server_of(self, &self.root_url())
     }
 
     /// The database consumers use.
@@ -71,9 +64,15 @@ impl Engine {
     }
 
     pub async fn root_exec(self, statements: &[String]) {
+        self.root_exec_on(&self.root_url(), statements).await;
+    }
+
+    /// Runs `statements` as the superuser of the server at `root` (the testbed's or a private
+    /// one, see [`super::mariadb`]).
+    pub async fn root_exec_on(self, root: &url::Url, statements: &[String]) {
         match self {
             Engine::Postgres => {
-                let mut c = PgConnection::connect(self.root_url().as_str())
+                let mut c = PgConnection::connect(root.as_str())
                     .await
                     .expect("superuser connection");
                 for s in statements {
@@ -85,7 +84,7 @@ impl Engine {
                 let _ = c.close().await;
             }
             Engine::Mysql => {
-                let mut c = MySqlConnection::connect(self.root_url().as_str())
+                let mut c = MySqlConnection::connect(root.as_str())
                     .await
                     .expect("root connection");
                 for s in statements {
@@ -100,6 +99,10 @@ impl Engine {
     }
 
     pub async fn create_user(self, name: &str, password: &str) {
+        self.create_user_on(&self.root_url(), name, password).await;
+    }
+
+    pub async fn create_user_on(self, root: &url::Url, name: &str, password: &str) {
         let sql = match self {
             Engine::Postgres => vec![format!(
                 "CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'"
@@ -109,11 +112,22 @@ impl Engine {
                 format!("GRANT SELECT ON `{}`.* TO '{name}'@'%'", self.database()),
             ],
         };
-        self.root_exec(&sql).await;
+        self.root_exec_on(root, &sql).await;
     }
 
     /// An admin allowed to change the managed users' passwords, and nothing more.
     pub async fn create_admin(self, name: &str, password: &str, managed: &[&str]) {
+        self.create_admin_on(&self.root_url(), name, password, managed)
+            .await;
+    }
+
+    pub async fn create_admin_on(
+        self,
+        root: &url::Url,
+        name: &str,
+        password: &str,
+        managed: &[&str],
+    ) {
         let mut sql = match self {
             Engine::Postgres => vec![format!(
                 "CREATE ROLE \"{name}\" LOGIN CREATEROLE PASSWORD '{password}'"
@@ -129,10 +143,14 @@ impl Engine {
                 sql.push(format!("GRANT \"{m}\" TO \"{name}\" WITH ADMIN OPTION"));
             }
         }
-        self.root_exec(&sql).await;
+        self.root_exec_on(root, &sql).await;
     }
 
     pub async fn drop_users(self, names: &[String]) {
+        self.drop_users_on(&self.root_url(), names).await;
+    }
+
+    pub async fn drop_users_on(self, root: &url::Url, names: &[String]) {
         let sql: Vec<String> = names
             .iter()
             .map(|n| match self {
@@ -140,11 +158,11 @@ impl Engine {
                 Engine::Mysql => format!("DROP USER IF EXISTS '{n}'@'%'"),
             })
             .collect();
-        self.root_exec(&sql).await;
+        self.root_exec_on(root, &sql).await;
     }
 
-    /// A login as `user` with `password` on the real server; the error text if refused.
-    pub async fn login(self, user: &str, password: &str) -> Result<(), String> {
+    /// A login as `user` with `password` on the real server; why not if it failed.
+    pub async fn login(self, user: &str, password: &str) -> Result<(), LoginError> {
         let (host, port) = self.server();
         self.login_at(&host, port, user, password).await
     }
@@ -155,7 +173,7 @@ impl Engine {
         port: u16,
         user: &str,
         password: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), LoginError> {
         let db = self.database();
         let result = match self {
             Engine::Postgres => {
@@ -170,7 +188,7 @@ impl Engine {
                         let _ = c.close().await;
                         Ok(())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 }
             }
             Engine::Mysql => {
@@ -185,11 +203,55 @@ impl Engine {
                         let _ = c.close().await;
                         Ok(())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 }
             }
         };
-        result.map_err(|e| e.replace(password, "[pw]"))
+        result.map_err(|e| LoginError::new(self, &e, password))
+    }
+
+    /// The server's answer to a wrong password: PostgreSQL's SQLSTATE 28P01
+    /// (invalid_password), MariaDB's error 1045 (ER_ACCESS_DENIED_ERROR).
+    pub fn wrong_password_code(self) -> &'static str {
+        match self {
+            Engine::Postgres => "28P01",
+            Engine::Mysql => "1045",
+        }
+    }
+}
+
+/// Why a test login failed: the server's code (PostgreSQL SQLSTATE, MariaDB error number) if
+/// the server answered, and the error text with the password scrubbed.
+#[derive(Debug, Clone)]
+pub struct LoginError {
+    pub code: Option<String>,
+    pub text: String,
+}
+
+impl LoginError {
+    fn new(engine: Engine, e: &sqlx::Error, password: &str) -> LoginError {
+        let code = match e {
+            sqlx::Error::Database(db) => match engine {
+                Engine::Postgres => db.code().map(|c| c.to_string()),
+                Engine::Mysql => db
+                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .map(|m| m.number().to_string()),
+            },
+            _ => None,
+        };
+        LoginError {
+            code,
+            text: e.to_string().replace(password, "[pw]"),
+        }
+    }
+}
+
+impl std::fmt::Display for LoginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} ({code})", self.text),
+            None => f.write_str(&self.text),
+        }
     }
 }
 
@@ -215,6 +277,8 @@ pub struct Setup {
     pub token: String,
     pub job_toml: String,
     pub vault: RootVault,
+    /// The superuser URL of the server the users live on (the testbed's, or a private one).
+    pub root: url::Url,
     /// Set by [`Setup::cleanup`]; otherwise (a failed assertion) `Drop` drops the users.
     pub cleaned: AtomicBool,
 }
@@ -233,6 +297,9 @@ pub struct Options {
     pub job_database: Option<String>,
     /// A `database` field in the admin secret.
     pub admin_database: Option<String>,
+    /// The superuser URL of a private server to use instead of the testbed's (see
+    /// [`super::mariadb::PrivateMariadb`]); it must have the engine's test database.
+    pub server: Option<url::Url>,
 }
 
 impl Default for Options {
@@ -245,6 +312,7 @@ impl Default for Options {
             every: "90d",
             job_database: None,
             admin_database: None,
+            server: None,
         }
     }
 }
@@ -273,20 +341,30 @@ impl Setup {
             other_password.as_str(),
             admin_password.as_str(),
         ]);
+        let root = opts.server.clone().unwrap_or_else(|| engine.root_url());
         let mut created = vec![users[0].clone()];
-        engine.create_user(&users[0], &initial_password).await;
+        engine
+            .create_user_on(&root, &users[0], &initial_password)
+            .await;
         if users.len() == 2 && !opts.second_user_missing {
-            engine.create_user(&users[1], &other_password).await;
+            engine
+                .create_user_on(&root, &users[1], &other_password)
+                .await;
             created.push(users[1].clone());
         }
         let managed: Vec<&str> = created.iter().map(String::as_str).collect();
-        engine.create_admin(&admin, &admin_password, &managed).await;
+        engine
+            .create_admin_on(&root, &admin, &admin_password, &managed)
+            .await;
         created.push(admin.clone());
 
         let path = format!("secret/{prefix}/db");
         let admin_path = format!("secret/{prefix}/admin");
         let pending_path = format!("secret/vault-steward/pending/{job}");
-        let (host, port) = opts.admin_at.clone().unwrap_or_else(|| engine.server());
+        let (host, port) = opts
+            .admin_at
+            .clone()
+            .unwrap_or_else(|| server_of(engine, &root));
         let admin_secret_password = if opts.wrong_admin_password {
             let wrong = password("wrong");
             record_canaries([wrong.as_str()]);
@@ -379,6 +457,7 @@ database = "{database}"
             token,
             job_toml,
             vault,
+            root,
             cleaned: AtomicBool::new(false),
         }
     }
@@ -500,8 +579,19 @@ database = "{database}"
         )
     }
 
+    /// The address of the server the users live on.
+    pub fn server(&self) -> (String, u16) {
+        server_of(self.engine, &self.root)
+    }
+
+    /// A login on the setup's server (see [`Engine::login`]).
+    pub async fn login(&self, user: &str, password: &str) -> Result<(), LoginError> {
+        let (host, port) = self.server();
+        self.engine.login_at(&host, port, user, password).await
+    }
+
     pub async fn cleanup(&self) {
-        self.engine.drop_users(&self.created).await;
+        self.engine.drop_users_on(&self.root, &self.created).await;
         self.cleaned.store(true, Ordering::Relaxed);
     }
 }
@@ -513,26 +603,64 @@ impl Drop for Setup {
         if self.cleaned.load(Ordering::Relaxed) {
             return;
         }
-        let (engine, users) = (self.engine, self.created.clone());
+        let (engine, root, users) = (self.engine, self.root.clone(), self.created.clone());
         let _ = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                rt.block_on(engine.drop_users(&users));
+                rt.block_on(engine.drop_users_on(&root, &users));
             }
         })
         .join();
     }
 }
 
+/// (host, port) of the server a superuser URL points at.
+fn server_of(engine: Engine, root: &url::Url) -> (String, u16) {
+    (
+        root.host_str().expect("host").to_string(),
+        root.port().unwrap_or(match engine {
+            Engine::Postgres => 5432,
+            Engine::Mysql => 3306,
+        }),
+    )
+}
+
+/// Asserts the server refuses `pw` for `user` as a wrong password (PostgreSQL 28P01, MariaDB
+/// 1045): not merely any failure, which an unreachable server or a missing database would
+/// also be.
 pub async fn assert_refused(engine: Engine, user: &str, pw: &str, what: &str) {
-    let r = engine.login(user, pw).await;
-    assert!(r.is_err(), "{what}: a login as {user} was accepted");
+    check_refused(engine, engine.login(user, pw).await, user, what);
 }
 
 pub async fn assert_logs_in(engine: Engine, user: &str, pw: &str, what: &str) {
     if let Err(e) = engine.login(user, pw).await {
         panic!("{what}: a login as {user} was refused: {e}");
+    }
+}
+
+impl Setup {
+    /// [`assert_refused`] on the setup's server.
+    pub async fn assert_refused(&self, user: &str, pw: &str, what: &str) {
+        check_refused(self.engine, self.login(user, pw).await, user, what);
+    }
+
+    /// [`assert_logs_in`] on the setup's server.
+    pub async fn assert_logs_in(&self, user: &str, pw: &str, what: &str) {
+        if let Err(e) = self.login(user, pw).await {
+            panic!("{what}: a login as {user} was refused: {e}");
+        }
+    }
+}
+
+fn check_refused(engine: Engine, result: Result<(), LoginError>, user: &str, what: &str) {
+    let expected = engine.wrong_password_code();
+    match result {
+        Ok(()) => panic!("{what}: a login as {user} was accepted"),
+        Err(e) if e.code.as_deref() == Some(expected) => {}
+        Err(e) => panic!(
+            "{what}: a login as {user} failed, but not as a wrong password ({expected}): {e}"
+        ),
     }
 }

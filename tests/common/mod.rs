@@ -57,6 +57,7 @@ where
 pub mod bao;
 pub mod daemon;
 pub mod db;
+pub mod mariadb;
 pub mod proxy;
 pub mod s3;
 pub mod sinks;
