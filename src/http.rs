@@ -18,6 +18,13 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::vault::{AuthState, VaultSession};
 
+/// The most connections served at once; further ones wait in the kernel's accept backlog and
+/// cost the daemon no file descriptor.
+pub const MAX_CONNECTIONS: usize = 128;
+/// How long a client may take to send a request's headers (from the connection's start, or
+/// the end of the previous answer) before the connection is closed.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct HttpState {
