@@ -496,11 +496,7 @@ async fn snapshots_go_to_the_root_namespace_when_a_namespace_is_set() {
     let vault = RootVault::new();
     let ns = unique("ns").replace('_', "-");
     vault
-        .ok(
-            reqwest::Method::POST,
-            &format!("sys/namespaces/{ns}"),
-            None,
-        )
+        .ok(reqwest::Method::POST, &format!("sys/namespaces/{ns}"), None)
         .await;
     let hostile = Hostile::start(Some(env("VS_TEST_VAULT_ADDR"))).await;
     let dir = tempfile::tempdir().unwrap();
@@ -535,7 +531,8 @@ async fn snapshots_go_to_the_root_namespace_when_a_namespace_is_set() {
     // The rest of the session still speaks in the namespace (the token lookup).
     assert!(
         seen.iter()
-            .any(|(p, n)| p.starts_with("/v1/auth/token/lookup-self") && n.as_deref() == Some(ns.as_str())),
+            .any(|(p, n)| p.starts_with("/v1/auth/token/lookup-self")
+                && n.as_deref() == Some(ns.as_str())),
         "{seen:?}"
     );
 }
