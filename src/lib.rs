@@ -18,11 +18,12 @@
 //! - [`backup`] — raft snapshots: stream, check, encrypt, ship (S3, local), prune, verify,
 //!   restore.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`; [`metrics`] names every metric.
-//! - [`telemetry`] — tracing setup.
+//! - [`telemetry`] — tracing setup; [`body`] — bounded reads of answers from other servers.
 
 pub mod alert;
 pub mod app;
 pub mod backup;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod engine;

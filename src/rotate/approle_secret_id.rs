@@ -361,10 +361,10 @@ impl ApproleSecretIdRotator {
             .await
         {
             Ok(response) => {
-                let body: serde_json::Value = response
-                    .json()
-                    .await
-                    .map_err(|e| VaultError::from_reqwest(&list_path, &e))?;
+                let body: serde_json::Value =
+                    crate::body::json_limited(response, crate::body::MAX_BODY)
+                        .await
+                        .map_err(|e| VaultError::from_body(&list_path, e))?;
                 body["data"]["keys"]
                     .as_array()
                     .map(|a| {
@@ -391,7 +391,10 @@ impl ApproleSecretIdRotator {
             else {
                 continue;
             };
-            let info: serde_json::Value = response.json().await.unwrap_or_default();
+            let info: serde_json::Value =
+                crate::body::json_limited(response, crate::body::MAX_BODY)
+                    .await
+                    .unwrap_or_default();
             let md = &info["data"]["metadata"];
             if md["issued_by"] == "vault-steward"
                 && md["rotation_job"] == self.job.as_str()
@@ -634,13 +637,10 @@ async fn read_data(
     path: &str,
     response: reqwest::Response,
 ) -> Result<serde_json::Map<String, serde_json::Value>, JobError> {
-    let body = Zeroizing::new(
-        response
-            .bytes()
-            .await
-            .map_err(|e| VaultError::from_reqwest(path, &e))?
-            .to_vec(),
-    );
+    // Bounded (a hostile answer must not exhaust memory) and wiped after parsing.
+    let body = crate::body::read_limited(response, crate::body::MAX_BODY)
+        .await
+        .map_err(|e| VaultError::from_body(path, e.into()))?;
     let mut value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|_| unexpected(path, "the answer is not JSON"))?;
     match value.get_mut("data").map(serde_json::Value::take) {
