@@ -1113,7 +1113,10 @@ async fn the_webhook_signature_covers_a_timestamp() {
         .unwrap_or_else(|| panic!("no timestamp header: {:?}", hook.headers))
         .parse()
         .expect("the timestamp is Unix seconds");
-    assert!((before..=after).contains(&ts), "{ts} not in {before}..={after}");
+    assert!(
+        (before..=after).contains(&ts),
+        "{ts} not in {before}..={after}"
+    );
     assert!(receiver_accepts(&key, hook), "{:?}", hook.headers);
 
     // The body-only HMAC of before does not verify any more.
