@@ -902,10 +902,9 @@ async fn restore_refuses_an_object_whose_sha256_is_not_the_recorded_one() {
 
     // The swap: the older object under the newer name, with a manifest forged to fit.
     let old_object = s3::get(&client, &bucket, &format!("vault/{older}")).await;
-    let mut manifest: Manifest = Manifest::parse(
-        &s3::get(&client, &bucket, &format!("vault/{older}.json")).await,
-    )
-    .expect("manifest");
+    let mut manifest: Manifest =
+        Manifest::parse(&s3::get(&client, &bucket, &format!("vault/{older}.json")).await)
+            .expect("manifest");
     let genuine_newer: Manifest =
         Manifest::parse(&s3::get(&client, &bucket, &format!("vault/{newer}.json")).await)
             .expect("manifest");
@@ -942,7 +941,10 @@ async fn restore_refuses_an_object_whose_sha256_is_not_the_recorded_one() {
     let (status, stdout, stderr) =
         cfg.cli(&["backups", "verify", "snap", &older, "--identity", identity]);
     assert!(status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("matches the upload record"), "{stdout}");
+    assert!(
+        stdout.starts_with("OK ") && stdout.contains("matches its manifest and the upload record"),
+        "{stdout}"
+    );
 
     // Restore into a fresh OpenBao (never the shared one), with this job's state store.
     let fresh = FreshBao::start().await;
@@ -955,7 +957,12 @@ async fn restore_refuses_an_object_whose_sha256_is_not_the_recorded_one() {
     );
     std::fs::write(restore_cfg.path(), text).unwrap();
     let (status, stdout, stderr) = restore_cfg.cli(&[
-        "restore", "snap", "--latest", "--identity", identity, "--force",
+        "restore",
+        "snap",
+        "--latest",
+        "--identity",
+        identity,
+        "--force",
     ]);
     assert!(
         !status.success(),
