@@ -69,6 +69,10 @@ pub enum Command {
         /// unseal it with that cluster's keys).
         #[arg(long)]
         force: bool,
+        /// Restore even when the object's SHA-256 is not the one the state store recorded when
+        /// the snapshot was uploaded (the object was replaced in its destination since).
+        #[arg(long)]
+        skip_record_check: bool,
     },
 }
 

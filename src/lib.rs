@@ -19,11 +19,12 @@
 //!   restore.
 //! - [`http`] — `/metrics`, `/healthz`, `/readyz`; [`metrics`] names every metric.
 //! - [`identity`] — who this process is (host, boot, pid, nonce) for locks and the lease.
-//! - [`telemetry`] — tracing setup.
+//! - [`telemetry`] — tracing setup; [`body`] — bounded reads of answers from other servers.
 
 pub mod alert;
 pub mod app;
 pub mod backup;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod engine;

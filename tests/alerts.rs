@@ -107,8 +107,42 @@ fn statuses(bodies: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn hex_hmac(key: &str, body: &[u8]) -> String {
-    vault_steward::alert::webhook::sign(key.as_bytes(), body)
+/// What a receiver computes, written from the documented format rather than the daemon's code:
+/// `sha256=` and the hex HMAC-SHA256, under the shared key, of
+/// `TIMESTAMP "." DELIVERY "." BODY` (the `X-Vault-Steward-Timestamp` and
+/// `X-Vault-Steward-Delivery` header values, the latter empty when the header is absent).
+fn receiver_signature(key: &str, hook: &common::sinks::Hook) -> String {
+    use hmac::Mac;
+    let timestamp = hook
+        .headers
+        .get("x-vault-steward-timestamp")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let delivery = hook
+        .headers
+        .get("x-vault-steward-delivery")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(delivery.as_bytes());
+    mac.update(b".");
+    mac.update(&hook.body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A receiver's whole check: the signature matches and the timestamp is within five minutes.
+fn receiver_accepts(key: &str, hook: &common::sinks::Hook) -> bool {
+    let Some(Ok(ts)) = hook
+        .headers
+        .get("x-vault-steward-timestamp")
+        .map(|t| t.parse::<i64>())
+    else {
+        return false;
+    };
+    (chrono::Utc::now().timestamp() - ts).abs() <= 300
+        && hook.headers.get("x-vault-steward-signature") == Some(&receiver_signature(key, hook))
 }
 
 /// Generic webhook requests for `alert` on `job`.
@@ -232,10 +266,12 @@ format = "alertmanager"
         "{v}"
     );
     assert!(chrono::DateTime::parse_from_rfc3339(v["started_at"].as_str().unwrap()).is_ok());
-    assert_eq!(
-        posts[0].headers["x-vault-steward-signature"],
-        format!("sha256={}", hex_hmac(&hmac_key, &posts[0].body))
+    assert!(
+        receiver_accepts(&hmac_key, &posts[0]),
+        "{:?}",
+        posts[0].headers
     );
+    assert!(posts[0].headers.contains_key("x-vault-steward-delivery"));
     // The mail: what happened and what to do.
     let mails = testbed_mails(&job);
     let mail = &mails[0];
@@ -291,10 +327,7 @@ format = "alertmanager"
         ["firing", "resolved"]
     );
     for p in &posts {
-        assert_eq!(
-            p.headers["x-vault-steward-signature"],
-            format!("sha256={}", hex_hmac(&hmac_key, &p.body))
-        );
+        assert!(receiver_accepts(&hmac_key, p), "{:?}", p.headers);
     }
     assert_eq!(
         alertmanager_notifications(&am_hook, &job),
@@ -1045,6 +1078,81 @@ url = "{bad}"
         mails[0].subject(),
         "[FIRING] VaultStewardTest job=alerts-test"
     );
+}
+
+/// The generic webhook's signature covers a timestamp sent in `X-Vault-Steward-Timestamp` (and
+/// the delivery id), as Stripe and Slack sign: a receiver verifies the HMAC over
+/// `TIMESTAMP.DELIVERY.BODY` and rejects old timestamps, so a captured request cannot be replayed
+/// later; the old body-only HMAC no longer verifies, and a replay with a fresh timestamp fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_signature_covers_a_timestamp() {
+    use hmac::Mac;
+    let receiver = HookReceiver::start(Mode::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = format!("hmac-ts-{}", unique("k"));
+    record_canaries([key.as_str()]);
+    let key_file = secret_file(dir.path(), "hmac", &key);
+    let extra = format!(
+        "[[alerts.webhook]]\nname = \"hook\"\nurl = \"{}\"\nformat = \"generic\"\nhmac_secret_file = \"{}\"\n",
+        receiver.url("/hook"),
+        key_file.display()
+    );
+    let vault = RootVault::new();
+    let jobs = "[[job]]\nname = \"health\"\nkind = \"vault-health\"\n";
+    let cfg = DaemonConfig::with_extra(vault.root_token(), jobs, &extra);
+    let before = chrono::Utc::now().timestamp();
+    let (status, out, err) = cfg.cli(&["alerts", "test"]);
+    assert!(status.success(), "{out}{err}");
+    let after = chrono::Utc::now().timestamp();
+    let hooks = receiver.requests();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    let ts: i64 = hook
+        .headers
+        .get("x-vault-steward-timestamp")
+        .unwrap_or_else(|| panic!("no timestamp header: {:?}", hook.headers))
+        .parse()
+        .expect("the timestamp is Unix seconds");
+    assert!(
+        (before..=after).contains(&ts),
+        "{ts} not in {before}..={after}"
+    );
+    assert!(receiver_accepts(&key, hook), "{:?}", hook.headers);
+
+    // The body-only HMAC of before does not verify any more.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(&hook.body);
+    let body_only = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_ne!(hook.headers["x-vault-steward-signature"], body_only);
+    // A replay with a fresh timestamp (or a changed body) fails the check.
+    let mut replay = hook.clone();
+    replay.headers.insert(
+        "x-vault-steward-timestamp".into(),
+        chrono::Utc::now().timestamp().saturating_add(7).to_string(),
+    );
+    assert!(!receiver_accepts(&key, &replay));
+    let mut altered = hook.clone();
+    altered.body = hook.body.replace_first(b"firing", b"resolved");
+    assert!(!receiver_accepts(&key, &altered));
+    // An old capture replayed as it is: the timestamp is out of the window.
+    let mut old = hook.clone();
+    let stale = ts - 3600;
+    old.headers
+        .insert("x-vault-steward-timestamp".into(), stale.to_string());
+    assert!(!receiver_accepts(&key, &old));
+}
+
+trait ReplaceFirst {
+    fn replace_first(&self, from: &[u8], to: &[u8]) -> Vec<u8>;
+}
+
+impl ReplaceFirst for Vec<u8> {
+    fn replace_first(&self, from: &[u8], to: &[u8]) -> Vec<u8> {
+        match self.windows(from.len()).position(|w| w == from) {
+            Some(i) => [&self[..i], to, &self[i + from.len()..]].concat(),
+            None => panic!("{} not in the body", String::from_utf8_lossy(from)),
+        }
+    }
 }
 
 /// `check --connect` proves every sink without sending a notification: an SMTP session (with

@@ -776,6 +776,11 @@ async fn restore_command_restores_and_verify_catches_corruption() {
         fresh.log()
     );
     assert!(stdout.contains("restored"), "{stdout}");
+    // That config's own state store never saw the upload: a warning, not a refusal.
+    assert!(
+        stderr.contains("has no record of this snapshot"),
+        "no warning about the missing upload record:\n{stderr}"
+    );
     let first_key = std::fs::read_to_string(env("VS_TEST_VAULT_UNSEAL_KEY_FILE")).unwrap();
     fresh.reseal_and_unseal_with(first_key.trim()).await;
     let (status, data) = fresh.kv_get(&path, vault.root_token()).await;
@@ -858,6 +863,138 @@ async fn restore_command_restores_and_verify_catches_corruption() {
     ]);
     assert!(!status.success());
     assert!(stdout.contains("no identity"), "{stdout}");
+}
+
+/// Someone with write access to the bucket replaces the newest snapshot with an older genuine
+/// one and forges its manifest to match (the manifest comes from the same writer, so it proves
+/// nothing). The SHA-256 the state store recorded at upload does: `backups verify` fails the
+/// object and `restore --latest` refuses it, saying why; `--skip-record-check` overrides.
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_refuses_an_object_whose_sha256_is_not_the_recorded_one() {
+    let SnapJob {
+        vault,
+        keys,
+        client,
+        bucket,
+        jobs,
+        cfg,
+        ..
+    } = snap_job(false).await;
+    let (path, value) = seed_secret(&vault).await;
+    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+    assert!(status.success(), "snapshot failed:\n{stdout}\n{stderr}");
+    // The secret changes, then the newer snapshot is taken.
+    let newer_value = format!("pw-{}", unique("v2"));
+    record_canaries([newer_value.as_str()]);
+    vault
+        .kv_put(&path, serde_json::json!({ "password": newer_value }))
+        .await;
+    let (status, stdout, stderr) = cfg.cli(&["snapshot", "snap"]);
+    assert!(status.success(), "snapshot failed:\n{stdout}\n{stderr}");
+    let mut names: Vec<String> = snapshot_names(&s3::keys(&client, &bucket, "").await)
+        .iter()
+        .map(|k| k.rsplit('/').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let (older, newer) = (names[0].clone(), names[1].clone());
+    assert!(older < newer);
+
+    // The swap: the older object under the newer name, with a manifest forged to fit.
+    let old_object = s3::get(&client, &bucket, &format!("vault/{older}")).await;
+    let mut manifest: Manifest =
+        Manifest::parse(&s3::get(&client, &bucket, &format!("vault/{older}.json")).await)
+            .expect("manifest");
+    let genuine_newer: Manifest =
+        Manifest::parse(&s3::get(&client, &bucket, &format!("vault/{newer}.json")).await)
+            .expect("manifest");
+    manifest.snapshot = newer.clone();
+    manifest.taken_at = genuine_newer.taken_at;
+    s3::put(&client, &bucket, &format!("vault/{newer}"), old_object).await;
+    s3::put(
+        &client,
+        &bucket,
+        &format!("vault/{newer}.json"),
+        manifest.to_json(),
+    )
+    .await;
+
+    let identity = keys.age_identity();
+    let identity = identity.to_str().unwrap();
+    let (status, stdout, stderr) = cfg.cli(&[
+        "backups",
+        "verify",
+        "snap",
+        "--latest",
+        "--identity",
+        identity,
+    ]);
+    assert!(
+        !status.success(),
+        "a swapped object verified:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("FAILED") && stdout.contains("not the SHA-256 recorded"),
+        "{stdout}\n{stderr}"
+    );
+    // The older snapshot, under its own name, still verifies against its record.
+    let (status, stdout, stderr) =
+        cfg.cli(&["backups", "verify", "snap", &older, "--identity", identity]);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with("OK ") && stdout.contains("matches its manifest and the upload record"),
+        "{stdout}"
+    );
+
+    // Restore into a fresh OpenBao (never the shared one), with this job's state store.
+    let fresh = FreshBao::start().await;
+    let restore_cfg = DaemonConfig::new(&fresh.root_token, &jobs);
+    set_vault_address(&restore_cfg, &fresh.addr);
+    let text = std::fs::read_to_string(restore_cfg.path()).unwrap();
+    let text = text.replace(
+        &restore_cfg.state_db().display().to_string(),
+        &cfg.state_db().display().to_string(),
+    );
+    std::fs::write(restore_cfg.path(), text).unwrap();
+    let (status, stdout, stderr) = restore_cfg.cli(&[
+        "restore",
+        "snap",
+        "--latest",
+        "--identity",
+        identity,
+        "--force",
+    ]);
+    assert!(
+        !status.success(),
+        "a swapped object was restored:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("not the SHA-256 recorded") && stderr.contains("--skip-record-check"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!fresh.sealed().await, "the fresh OpenBao was restored into");
+
+    // Overridden: it restores (the older data, as the object is the older snapshot).
+    let (status, stdout, stderr) = restore_cfg.cli(&[
+        "restore",
+        "snap",
+        "--latest",
+        "--identity",
+        identity,
+        "--force",
+        "--skip-record-check",
+    ]);
+    assert!(
+        status.success(),
+        "restore: {stdout}\n{stderr}\n{}",
+        fresh.log()
+    );
+    assert!(stderr.contains("not the SHA-256 recorded"), "{stderr}");
+    let first_key = std::fs::read_to_string(env("VS_TEST_VAULT_UNSEAL_KEY_FILE")).unwrap();
+    fresh.reseal_and_unseal_with(first_key.trim()).await;
+    let (status, data) = fresh.kv_get(&path, vault.root_token()).await;
+    assert_eq!(status, 200, "{data}");
+    assert_eq!(data["password"], value.as_str());
 }
 
 // ---- Done when 3 -----------------------------------------------------------------------------

@@ -24,8 +24,17 @@ use super::sink::{SendError, Sink, SinkError, error_chain};
 use crate::config::{WebhookFormat, WebhookSinkConfig, WebhookUrl};
 use crate::store::DeliveryKind;
 
-/// Header carrying `sha256=HEX`, the HMAC-SHA256 of the body (format `generic`).
+/// Header carrying `sha256=HEX`: the HMAC-SHA256 (format `generic`, with `hmac_secret_file`)
+/// of `TIMESTAMP.DELIVERY.BODY` — the [`TIMESTAMP_HEADER`] value, a dot, the
+/// [`DELIVERY_HEADER`] value (empty when that header is absent, as for `alerts test`), a dot and
+/// the body's bytes. Signing the time lets a receiver refuse a captured request replayed later
+/// (as Stripe and Slack sign theirs); signing the delivery id keeps its de-duplication honest.
 pub const SIGNATURE_HEADER: &str = "X-Vault-Steward-Signature";
+/// Header carrying the time of sending, in Unix seconds (set anew on each retry). Receivers
+/// should refuse requests whose timestamp is more than a few minutes from their clock.
+pub const TIMESTAMP_HEADER: &str = "X-Vault-Steward-Timestamp";
+/// The most of an error answer read, for the snippet kept in messages (the rest is not read).
+const ERROR_PREFIX: usize = 16 * 1024;
 /// Header carrying the outbox delivery id: the same on every retry of one notification, so a
 /// receiver can drop a duplicate (a retry after a timeout whose request did arrive).
 pub const DELIVERY_HEADER: &str = "X-Vault-Steward-Delivery";
@@ -126,23 +135,37 @@ impl WebhookSink {
         }
     }
 
-    /// POSTs `body` (JSON) and checks the answer.
-    async fn post(&self, body: Vec<u8>, n: Option<&Notification>) -> Result<(), SendError> {
+    /// POSTs `body` (JSON) and checks the answer. `scrub` is a secret the body carries (the
+    /// PagerDuty routing key), kept out of error snippets should the answer echo it.
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        n: Option<&Notification>,
+        scrub: Option<&SecretString>,
+    ) -> Result<(), SendError> {
         let (url, shown) = self.target()?;
         let mut req = self
             .http
             .post(url.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json");
-        if let Some(id) = n.and_then(|n| n.delivery_id) {
-            req = req.header(DELIVERY_HEADER, id.to_string());
+        let delivery = n
+            .and_then(|n| n.delivery_id)
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        if !delivery.is_empty() {
+            req = req.header(DELIVERY_HEADER, &delivery);
         }
         if let Some(source) = &self.config.hmac_secret {
             let key = source
                 .read()
                 .map_err(|e| SendError::Permanent(format!("{shown}: hmac_secret_file: {e}")))?;
-            req = req.header(
+            let timestamp = Utc::now().timestamp();
+            req = req.header(TIMESTAMP_HEADER, timestamp.to_string()).header(
                 SIGNATURE_HEADER,
-                format!("sha256={}", sign(key.expose_secret().as_bytes(), &body)),
+                format!(
+                    "sha256={}",
+                    sign(key.expose_secret().as_bytes(), timestamp, &delivery, &body)
+                ),
             );
         }
         let response = req.body(body).send().await.map_err(|e| {
@@ -153,7 +176,11 @@ impl WebhookSink {
         if status.is_success() {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
+        let text = crate::body::read_prefix(response, ERROR_PREFIX).await;
+        let mut text = String::from_utf8_lossy(&text).into_owned();
+        if let Some(secret) = scrub {
+            text = scrubbed(&text, secret.expose_secret());
+        }
         let snippet: String = text
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
@@ -193,22 +220,26 @@ impl Sink for WebhookSink {
 
     async fn send(&self, n: &Notification) -> Result<(), SendError> {
         match self.config.format {
-            WebhookFormat::Generic => self.post(to_bytes(&generic(n)), Some(n)).await,
-            WebhookFormat::Slack => self.post(to_bytes(&slack(n)), Some(n)).await,
+            WebhookFormat::Generic => self.post(to_bytes(&generic(n)), Some(n), None).await,
+            WebhookFormat::Slack => self.post(to_bytes(&slack(n)), Some(n), None).await,
             WebhookFormat::Pagerduty => {
                 let key = self.routing_key()?;
-                self.post(to_bytes(&pagerduty(n, &key, n.is_firing())), Some(n))
-                    .await?;
+                self.post(
+                    to_bytes(&pagerduty(n, &key, n.is_firing())),
+                    Some(n),
+                    Some(&key),
+                )
+                .await?;
                 if n.test {
                     // Close the test incident at once: it proved the path, nobody should work it.
-                    self.post(to_bytes(&pagerduty(n, &key, false)), Some(n))
+                    self.post(to_bytes(&pagerduty(n, &key, false)), Some(n), Some(&key))
                         .await?;
                 }
                 Ok(())
             }
             WebhookFormat::Alertmanager => {
                 let body = Value::Array(vec![alertmanager(n, Utc::now())]);
-                self.post(to_bytes(&body), Some(n)).await
+                self.post(to_bytes(&body), Some(n), None).await
             }
         }
     }
@@ -237,7 +268,7 @@ impl Sink for WebhookSink {
         }
         let now = Utc::now();
         let body = Value::Array(firing.iter().map(|n| alertmanager(n, now)).collect());
-        self.post(to_bytes(&body), None).await
+        self.post(to_bytes(&body), None, None).await
     }
 }
 
@@ -246,15 +277,42 @@ fn to_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// The hex HMAC-SHA256 of `body` under `key` (sent as `sha256=HEX`).
-pub fn sign(key: &[u8], body: &[u8]) -> String {
+/// The hex HMAC-SHA256 under `key` of `TIMESTAMP.DELIVERY.BODY` (sent as `sha256=HEX`; see
+/// [`SIGNATURE_HEADER`]).
+pub fn sign(key: &[u8], timestamp: i64, delivery: &str, body: &[u8]) -> String {
+    hmac_hex(
+        key,
+        &[
+            timestamp.to_string().as_bytes(),
+            b".",
+            delivery.as_bytes(),
+            b".",
+            body,
+        ],
+    )
+}
+
+/// The hex HMAC-SHA256 under `key` of the concatenation of `parts`.
+fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
     // HMAC takes keys of any length.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => return String::new(),
     };
-    mac.update(body);
+    for part in parts {
+        mac.update(part);
+    }
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// `text` with every occurrence of `secret` replaced by `[redacted]` (a receiver or a proxy
+/// before it may echo the request, which holds the PagerDuty routing key).
+fn scrubbed(text: &str, secret: &str) -> String {
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return text.to_string();
+    }
+    text.replace(secret, "[redacted]")
 }
 
 /// The SPEC §5 generic payload (plus `resolved_at`, `repeat` and `test`).
@@ -370,9 +428,34 @@ mod tests {
     fn the_hmac_matches_a_known_vector() {
         // RFC 4231 test case 2.
         assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
+            hmac_hex(b"Jefe", &[b"what do ya ", b"want for nothing?"]),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn the_signature_covers_timestamp_delivery_and_body() {
+        let key = b"k";
+        let signed = sign(key, 1_800_000_000, "42", b"{}");
+        assert_eq!(signed, hmac_hex(key, &[b"1800000000.42.{}"]));
+        assert_ne!(signed, sign(key, 1_800_000_001, "42", b"{}"));
+        assert_ne!(signed, sign(key, 1_800_000_000, "43", b"{}"));
+        assert_ne!(signed, hmac_hex(key, &[b"{}"]));
+        // No delivery id (alerts test): the field is empty, the dots stay.
+        assert_eq!(
+            sign(key, 1_800_000_000, "", b"{}"),
+            hmac_hex(key, &[b"1800000000..{}"])
+        );
+    }
+
+    #[test]
+    fn snippets_lose_the_routing_key() {
+        let echoed =
+            r#"{"errors":["routing_key R0UTE is not valid"],"sent":{"routing_key":"R0UTE"}}"#;
+        let out = scrubbed(echoed, "R0UTE\n");
+        assert!(!out.contains("R0UTE"), "{out}");
+        assert_eq!(out.matches("[redacted]").count(), 2);
+        assert_eq!(scrubbed("abc", ""), "abc");
     }
 
     #[test]

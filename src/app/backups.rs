@@ -4,6 +4,13 @@
 //! `snapshot` goes through the engine's runner (the daemon's lock, records, alerts); `restore`
 //! takes the same job lock, so no snapshot runs while Vault is being restored. Listing and
 //! verifying only read.
+//!
+//! `backups verify` and `restore` compare each object's ciphertext SHA-256 with the one the
+//! state store recorded when the daemon uploaded it: the manifest beside the object comes from
+//! whoever can write the bucket, the store does not. An object that is not what was uploaded
+//! under its name fails `verify` and is refused by `restore` unless `--skip-record-check`; an
+//! object the store has no record of (a new or lost store, a snapshot from elsewhere) passes with
+//! a warning, since refusing would block the restore that a lost store calls for.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,6 +20,7 @@ use anyhow::Context;
 use super::{EXIT_FAILURE, Failure, connect_vault, jobs, open_store, run_by_hand};
 use crate::backup::catalog::Item;
 use crate::backup::pipeline::Destinations;
+use crate::backup::restore::RecordCheck;
 use crate::backup::{LOCAL, human_size, restore as restoring};
 use crate::cli::{BackupsCommand, Which};
 use crate::config::{Config, JobSpec, RaftSnapshotConfig};
@@ -21,6 +29,18 @@ use crate::engine::lock::{JobLock, holder_id};
 use crate::job::RunRequest;
 use crate::metrics::Metrics;
 use crate::rotate::raft_snapshot::connect_destinations;
+use crate::store::{SnapshotRecord, Store};
+
+/// Enough for every record a job can have (retention keeps far fewer).
+const ALL_RECORDS: u32 = 1_000_000;
+
+/// The store's upload records of `job`.
+async fn upload_records(
+    store: &Arc<dyn Store>,
+    job: &str,
+) -> Result<Vec<SnapshotRecord>, crate::store::StoreError> {
+    store.snapshots(job, ALL_RECORDS).await
+}
 
 /// The settings of raft-snapshot job `name`.
 fn snapshot_job<'a>(cfg: &'a Config, name: &str) -> Result<&'a RaftSnapshotConfig, Failure> {
@@ -199,22 +219,61 @@ async fn verify(cfg: Config, name: &str, which: Which) -> Result<ExitCode, Failu
         return Ok(ExitCode::from(EXIT_FAILURE));
     }
     let mut failed = !errors.is_empty();
+    // Without the store, the objects are still checked (a warning says what was not).
+    let records = match open_store(&cfg).await {
+        Ok(store) => upload_records(&store, name)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(Failure::Usage(e)) => Err(e),
+        Err(Failure::Runtime(e)) => Err(format!("{e:#}")),
+    };
+    let records = match records {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!(
+                "WARNING: {name}: cannot read the state store's upload records ({e}); SHA-256s are not compared with them"
+            );
+            None
+        }
+    };
     for item in chosen {
         match restoring::check(&dests, item, identities.clone()).await {
-            Ok(c) => println!(
-                "OK {}: raft index {} term {}, state.bin {} bytes, archive {} (sha256 {}){}",
-                item.location,
-                c.facts.raft_index,
-                c.facts.raft_term,
-                c.facts.state_size,
-                human_size(c.plaintext_size),
-                c.plaintext_sha256,
-                if item.manifest.is_some() {
-                    ", matches its manifest"
-                } else {
-                    " (no manifest to compare)"
+            Ok(c) => {
+                let record = records
+                    .as_deref()
+                    .map(|r| RecordCheck::of(r, item, &c.ciphertext_sha256));
+                if let Some(RecordCheck::Differs { .. }) = &record {
+                    failed = true;
+                    let problem = record
+                        .as_ref()
+                        .and_then(|r| r.problem(&item.location))
+                        .unwrap_or_default();
+                    println!("FAILED {}: {problem}", item.location);
+                    continue;
                 }
-            ),
+                if let Some(problem) = record.as_ref().and_then(|r| r.problem(&item.location)) {
+                    eprintln!("WARNING: {problem}");
+                }
+                println!(
+                    "OK {}: raft index {} term {}, state.bin {} bytes, archive {} (sha256 {}){}{}",
+                    item.location,
+                    c.facts.raft_index,
+                    c.facts.raft_term,
+                    c.facts.state_size,
+                    human_size(c.plaintext_size),
+                    c.plaintext_sha256,
+                    if item.manifest.is_some() {
+                        ", matches its manifest"
+                    } else {
+                        " (no manifest to compare)"
+                    },
+                    match record {
+                        Some(RecordCheck::Matches) => " and the upload record",
+                        Some(_) => "; no upload record in the state store",
+                        None => "",
+                    }
+                );
+            }
             Err(e) => {
                 failed = true;
                 println!("FAILED {}: {e}", item.location);
@@ -240,6 +299,7 @@ pub(super) async fn restore(
     name: &str,
     which: Which,
     force: bool,
+    skip_record_check: bool,
 ) -> Result<ExitCode, Failure> {
     let config = snapshot_job(&cfg, name)?;
     let identities =
@@ -273,6 +333,20 @@ pub(super) async fn restore(
     };
     let result = async {
         let checked = restoring::check(&dests, item, identities.clone()).await?;
+        let records = upload_records(&store, name)
+            .await
+            .map_err(|e| crate::backup::BackupError::Usage(format!("reading the upload records: {e}")))?;
+        let record = RecordCheck::of(&records, item, &checked.ciphertext_sha256);
+        if let Some(problem) = record.problem(&item.location) {
+            match record {
+                RecordCheck::Differs { .. } if !skip_record_check => {
+                    return Err(crate::backup::BackupError::Invalid(format!(
+                        "{problem}. Nothing was restored; if you trust this object anyway, run again with --skip-record-check"
+                    )));
+                }
+                _ => eprintln!("WARNING: {problem}"),
+            }
+        }
         eprintln!(
             "verified {} (raft index {} term {}); restoring into {}{}",
             item.location,

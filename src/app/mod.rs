@@ -111,7 +111,12 @@ async fn dispatch(command: Command, cfg: Config) -> Result<ExitCode, Failure> {
         Command::Alerts { command } => alerts::alerts(cfg, command).await,
         Command::Snapshot { job } => backups::snapshot(cfg, &job).await,
         Command::Backups { command } => backups::backups(cfg, command).await,
-        Command::Restore { job, which, force } => backups::restore(cfg, &job, which, force).await,
+        Command::Restore {
+            job,
+            which,
+            force,
+            skip_record_check,
+        } => backups::restore(cfg, &job, which, force, skip_record_check).await,
     }
 }
 

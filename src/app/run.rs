@@ -141,7 +141,23 @@ async fn finish(
     {
         tracing::warn!("background tasks did not stop within 10s");
     }
-    match http_task.await {
+    // The server ends its connections within its grace (a half-sent request must not hold up
+    // SIGTERM until systemd's kill); this bound only guards against a bug in that.
+    let mut http_task = http_task;
+    let http_result = match tokio::time::timeout(
+        http::SHUTDOWN_GRACE + Duration::from_secs(3),
+        &mut http_task,
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("the HTTP server did not stop in time; dropping it");
+            http_task.abort();
+            Ok(Ok(()))
+        }
+    };
+    match http_result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(Failure::Runtime(

@@ -23,6 +23,7 @@ use super::encrypt::{self, BoxedIdentity};
 use super::pipeline::Destinations;
 use super::verify::{self, ArchiveFacts, ChunkReader};
 use super::{BackupError, S3, human_size};
+use crate::store::SnapshotRecord;
 use crate::vault::{VaultError, VaultSession};
 
 const CHUNK: usize = 256 * 1024;
@@ -252,6 +253,64 @@ pub async fn check(
     Ok(checked)
 }
 
+/// How a checked object compares with the state store's records of what was uploaded (the
+/// store is written by the daemon only, so a writer of the bucket or directory cannot forge it,
+/// unlike the manifest beside the object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordCheck {
+    /// The object's ciphertext SHA-256 is the one recorded at its upload.
+    Matches,
+    /// The store has no record of this object (the store was replaced or lost, retention forgot
+    /// it, or the snapshot was made elsewhere): nothing to compare with.
+    Unrecorded,
+    /// The object is not what was uploaded under its name: its SHA-256 differs from the record,
+    /// or it is the recorded content of another snapshot (an older one renamed).
+    Differs { recorded: String, found: String },
+}
+
+impl RecordCheck {
+    /// Compares `item`, whose ciphertext hashed to `sha256`, with the job's `records`.
+    pub fn of(records: &[SnapshotRecord], item: &Item, sha256: &str) -> RecordCheck {
+        let same_name =
+            |r: &&SnapshotRecord| r.key.rsplit('/').next().unwrap_or(&r.key) == item.name;
+        let own = records
+            .iter()
+            .find(|r| r.destination == item.destination && r.key == item.key)
+            // The same snapshot in the other destination has the same ciphertext.
+            .or_else(|| records.iter().find(same_name));
+        match own {
+            Some(r) if r.sha256.eq_ignore_ascii_case(sha256) => RecordCheck::Matches,
+            Some(r) => RecordCheck::Differs {
+                recorded: r.sha256.clone(),
+                found: sha256.to_string(),
+            },
+            None => match records
+                .iter()
+                .find(|r| r.sha256.eq_ignore_ascii_case(sha256))
+            {
+                Some(other) => RecordCheck::Differs {
+                    recorded: format!("none; these bytes were uploaded as {}", other.key),
+                    found: sha256.to_string(),
+                },
+                None => RecordCheck::Unrecorded,
+            },
+        }
+    }
+
+    /// A sentence about `location` for messages (`None` when it matches).
+    pub fn problem(&self, location: &str) -> Option<String> {
+        match self {
+            RecordCheck::Matches => None,
+            RecordCheck::Unrecorded => Some(format!(
+                "the state store has no record of this snapshot's upload, so {location} cannot be compared with what was uploaded (the store is new or was lost, or the snapshot comes from elsewhere)"
+            )),
+            RecordCheck::Differs { recorded, found } => Some(format!(
+                "{location} has SHA-256 {found}, not the SHA-256 recorded at its upload ({recorded}): the object was replaced after upload"
+            )),
+        }
+    }
+}
+
 /// Restores a snapshot that [`check`] passed into the configured Vault; `force` uses
 /// `snapshot-force` (needed when the snapshot comes from another cluster, whose keys differ).
 pub async fn restore(
@@ -273,8 +332,9 @@ pub async fn restore(
     let decrypt =
         tokio::task::spawn_blocking(move || decrypt_stream(cipher_rx, identities, plain_tx));
     let body = held_back(plain_rx, checked.plaintext_sha256.clone());
+    // Root namespace only, like the snapshot itself (see `source`).
     let sent = vault
-        .request(reqwest::Method::POST, path)
+        .request_root(reqwest::Method::POST, path)
         .timeout(RESTORE_TIMEOUT)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::Body::wrap_stream(body))
@@ -419,5 +479,87 @@ impl Progress {
         {
             tracing::debug!(error = %e, "progress ticker");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(destination: &str, key: &str, sha256: &str) -> SnapshotRecord {
+        SnapshotRecord {
+            job: "snap".into(),
+            destination: destination.into(),
+            key: key.into(),
+            taken_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            size_bytes: 1,
+            sha256: sha256.into(),
+            raft_index: None,
+            raft_term: None,
+        }
+    }
+
+    fn item(destination: &'static str, name: &str, key: &str) -> Item {
+        Item {
+            destination,
+            name: name.into(),
+            key: key.into(),
+            location: format!("{destination}:{key}"),
+            size: 1,
+            manifest: None,
+        }
+    }
+
+    const A: &str = "vault-20270101-000000.snap.age";
+    const B: &str = "vault-20270102-000000.snap.age";
+
+    #[test]
+    fn objects_are_compared_with_their_upload_records() {
+        let records = [
+            record("s3", &format!("p/{A}"), "aa"),
+            record("s3", &format!("p/{B}"), "bb"),
+            record("local", &format!("/d/{B}"), "bb"),
+        ];
+        let b = item("s3", B, &format!("p/{B}"));
+        assert_eq!(RecordCheck::of(&records, &b, "BB"), RecordCheck::Matches);
+        assert!(RecordCheck::Matches.problem("x").is_none());
+        // Replaced by other bytes.
+        let differs = RecordCheck::of(&records, &b, "cc");
+        assert!(matches!(&differs, RecordCheck::Differs { recorded, .. } if recorded == "bb"));
+        assert!(
+            differs
+                .problem("s3://b/p/x")
+                .unwrap()
+                .contains("not the SHA-256 recorded at its upload (bb)")
+        );
+        // The older snapshot's bytes under a name the store does not know.
+        let c = item(
+            "s3",
+            "vault-20270103-000000.snap.age",
+            "p/vault-20270103-000000.snap.age",
+        );
+        assert!(matches!(
+            RecordCheck::of(&records, &c, "aa"),
+            RecordCheck::Differs { .. }
+        ));
+        assert_eq!(RecordCheck::of(&records, &c, "dd"), RecordCheck::Unrecorded);
+        // A record kept for the other destination only still vouches for the same snapshot.
+        let a_local = item("local", A, &format!("/d/{A}"));
+        assert_eq!(
+            RecordCheck::of(&records, &a_local, "aa"),
+            RecordCheck::Matches
+        );
+        assert!(matches!(
+            RecordCheck::of(&records, &a_local, "bb"),
+            RecordCheck::Differs { .. }
+        ));
+        // No records at all (a new store): nothing to compare with.
+        assert_eq!(RecordCheck::of(&[], &b, "bb"), RecordCheck::Unrecorded);
+        assert!(
+            RecordCheck::Unrecorded
+                .problem("x")
+                .unwrap()
+                .contains("has no record of this snapshot")
+        );
     }
 }

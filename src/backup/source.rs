@@ -1,5 +1,6 @@
 //! The snapshot stream from Vault: `GET sys/storage/raft/snapshot` through the shared session
-//! (token, namespace, CA, one re-login on a revoked token), with a timeout fit for large
+//! (token, CA, one re-login on a revoked token; always in the root namespace, the only one
+//! where raft endpoints exist), with a timeout fit for large
 //! snapshots: no limit on the whole transfer (the job's own timeout bounds it), but a limit on
 //! silence, so a stalled stream fails instead of hanging. A standby node either forwards the
 //! request to the active node itself (OpenBao does) or answers with a redirect to it, which the
@@ -31,8 +32,9 @@ pub struct SnapshotStream {
 
 /// Starts the snapshot download.
 pub async fn open(vault: &VaultSession) -> Result<SnapshotStream, BackupError> {
+    // `sys/storage/raft/*` exists only in the root namespace: never sent with the configured one.
     let response = vault
-        .send(reqwest::Method::GET, SNAPSHOT_PATH, |r| {
+        .send_root(reqwest::Method::GET, SNAPSHOT_PATH, |r| {
             r.timeout(TRANSFER_TIMEOUT)
         })
         .await?;
@@ -73,10 +75,12 @@ impl SnapshotStream {
 /// The version the server reports (`sys/seal-status` needs no policy); `None` if it does not say.
 pub async fn vault_version(vault: &VaultSession) -> Option<String> {
     let response = vault
-        .send(reqwest::Method::GET, "sys/seal-status", |r| r)
+        .send_root(reqwest::Method::GET, "sys/seal-status", |r| r)
         .await
         .ok()?;
-    let body: serde_json::Value = response.json().await.ok()?;
+    let body: serde_json::Value = crate::body::json_limited(response, crate::body::MAX_BODY)
+        .await
+        .ok()?;
     body.get("version")?.as_str().map(str::to_string)
 }
 

@@ -269,14 +269,14 @@ impl Job for RaftSnapshotJob {
     }
 
     async fn preflight(&self, ctx: &JobContext) -> Result<Inspection, JobError> {
+        // Asked in the root namespace, where the snapshot request goes.
         let answer = ctx
             .vault
-            .send(reqwest::Method::POST, "sys/capabilities-self", |r| {
+            .send_root(reqwest::Method::POST, "sys/capabilities-self", |r| {
                 r.json(&serde_json::json!({ "paths": [source::SNAPSHOT_PATH] }))
             })
             .await?;
-        let body: serde_json::Value = answer
-            .json()
+        let body: serde_json::Value = crate::body::json_limited(answer, crate::body::MAX_BODY)
             .await
             .map_err(|e| JobError::Transient(format!("sys/capabilities-self: {e}")))?;
         let caps: Vec<String> = body

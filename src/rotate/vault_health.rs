@@ -256,10 +256,9 @@ async fn get<T: for<'de> Deserialize<'de>>(
         .await
         .map_err(|e| crate::alert::sink::error_chain(&e.without_url()))?;
     let status = response.status().as_u16();
-    let body = response
-        .bytes()
+    let body = crate::body::read_limited(response, crate::body::MAX_BODY)
         .await
-        .map_err(|e| crate::alert::sink::error_chain(&e.without_url()))?;
+        .map_err(|e| format!("{path}: {e}"))?;
     let parsed = serde_json::from_slice(&body)
         .map_err(|_| format!("{path} answered {status} without a health document"))?;
     Ok((status, parsed))

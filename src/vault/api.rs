@@ -202,10 +202,10 @@ impl AppRoleApi for VaultSession {
             Err(VaultError::Api { status: 404, .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let body: serde_json::Value = response
-            .json()
+        // Bounded: a hostile answer must not exhaust memory.
+        let body: serde_json::Value = crate::body::json_limited(response, crate::body::MAX_BODY)
             .await
-            .map_err(|e| VaultError::from_reqwest(&path, &e))?;
+            .map_err(|e| VaultError::from_body(&path, e))?;
         Ok(body["data"]["keys"]
             .as_array()
             .map(|a| {
@@ -235,10 +235,9 @@ impl AppRoleApi for VaultSession {
         if response.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        let info: serde_json::Value = response
-            .json()
+        let info: serde_json::Value = crate::body::json_limited(response, crate::body::MAX_BODY)
             .await
-            .map_err(|e| VaultError::from_reqwest(&path, &e))?;
+            .map_err(|e| VaultError::from_body(&path, e))?;
         Ok(Some(
             info["data"]["metadata"]
                 .as_object()
@@ -286,13 +285,10 @@ async fn read_data(
     path: &str,
     response: reqwest::Response,
 ) -> Result<serde_json::Map<String, serde_json::Value>, VaultError> {
-    let body = Zeroizing::new(
-        response
-            .bytes()
-            .await
-            .map_err(|e| VaultError::from_reqwest(path, &e))?
-            .to_vec(),
-    );
+    // Bounded (a hostile answer must not exhaust memory) and wiped after parsing.
+    let body = crate::body::read_limited(response, crate::body::MAX_BODY)
+        .await
+        .map_err(|e| VaultError::from_body(path, e.into()))?;
     let mut value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|_| unexpected(path, "the answer is not JSON"))?;
     match value.get_mut("data").map(serde_json::Value::take) {

@@ -48,13 +48,27 @@ impl VaultError {
     /// error, reading the body only for Vault's `errors` array.
     pub async fn from_response(path: &str, response: reqwest::Response) -> VaultError {
         let status = response.status().as_u16();
-        let errors = match response.bytes().await {
+        // Read at most the limit: a hostile server may stream an error body without end (and
+        // the snapshot requests run with a very long timeout).
+        let errors = match crate::body::read_limited(response, crate::body::MAX_BODY).await {
             Ok(body) => errors_from_body(&body),
-            Err(_) => Vec::new(),
+            Err(e @ crate::body::BodyError::TooLarge { .. }) => vec![e.to_string()],
+            Err(crate::body::BodyError::Transport(_)) => Vec::new(),
         };
         CallError::Status {
             code: status,
             errors,
+        }
+        .into_vault_error(path)
+    }
+
+    /// Turns a failed bounded body read ([`crate::body`]) on `path` into an error: a body over
+    /// the limit is an unexpected answer, a broken read is [`VaultError::Unreachable`].
+    pub fn from_body(path: &str, err: crate::body::JsonBodyError) -> VaultError {
+        use crate::body::{BodyError, JsonBodyError};
+        match err {
+            JsonBodyError::Body(BodyError::Transport(message)) => CallError::Transport(message),
+            other => CallError::Unexpected(other.to_string()),
         }
         .into_vault_error(path)
     }

@@ -294,6 +294,14 @@ impl VaultSession {
         self.raw(method, api_path, token.expose_secret())
     }
 
+    /// As [`request`](Self::request), but always in the root namespace (no
+    /// `X-Vault-Namespace`): for root-only endpoints such as `sys/storage/raft/*`, which Vault
+    /// refuses inside a namespace ("operation unavailable in namespaces").
+    pub fn request_root(&self, method: reqwest::Method, api_path: &str) -> reqwest::RequestBuilder {
+        let token = self.token();
+        self.raw_in(method, api_path, token.expose_secret(), None)
+    }
+
     /// Sends a raw request to `ADDRESS/v1/{api_path}` (token and namespace added; `customize`
     /// adds the rest, and is called again for the retry) and returns the response of any 2xx
     /// answer with its body unread, so it can be streamed. A 403 caused by a revoked or expired
@@ -308,8 +316,37 @@ impl VaultSession {
     where
         F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     {
+        self.send_in(method, api_path, self.namespace.as_deref(), customize)
+            .await
+    }
+
+    /// As [`send`](Self::send), but in the root namespace whatever `namespace` is configured
+    /// (see [`request_root`](Self::request_root)).
+    pub async fn send_root<F>(
+        &self,
+        method: reqwest::Method,
+        api_path: &str,
+        customize: F,
+    ) -> Result<reqwest::Response, VaultError>
+    where
+        F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    {
+        self.send_in(method, api_path, None, customize).await
+    }
+
+    async fn send_in<F>(
+        &self,
+        method: reqwest::Method,
+        api_path: &str,
+        namespace: Option<&str>,
+        customize: F,
+    ) -> Result<reqwest::Response, VaultError>
+    where
+        F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    {
         let attempt = |token: SecretString| {
-            customize(self.raw(method.clone(), api_path, token.expose_secret())).send()
+            customize(self.raw_in(method.clone(), api_path, token.expose_secret(), namespace))
+                .send()
         };
         let (token, generation) = self.current_token();
         let mut response = attempt(token)
@@ -480,10 +517,9 @@ impl VaultSession {
                 r.json(&body)
             })
             .await?;
-        let answer: serde_json::Value = response
-            .json()
+        let answer: serde_json::Value = crate::body::json_limited(response, crate::body::MAX_BODY)
             .await
-            .map_err(|e| VaultError::from_reqwest("sys/capabilities-self", &e))?;
+            .map_err(|e| VaultError::from_body("sys/capabilities-self", e))?;
         let list = |p: &str| -> Vec<String> {
             answer
                 .get(p)
@@ -541,10 +577,9 @@ impl VaultSession {
         let response = self
             .send(reqwest::Method::POST, PATH, |r| r.json(&body))
             .await?;
-        let answer: serde_json::Value = response
-            .json()
+        let answer: serde_json::Value = crate::body::json_limited(response, crate::body::MAX_BODY)
             .await
-            .map_err(|e| VaultError::from_reqwest(PATH, &e))?;
+            .map_err(|e| VaultError::from_body(PATH, e))?;
         let data = answer.get("data").unwrap_or(&answer);
         api_paths
             .iter()
@@ -743,6 +778,16 @@ impl VaultSession {
     }
 
     fn raw(&self, method: reqwest::Method, api_path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.raw_in(method, api_path, token, self.namespace.as_deref())
+    }
+
+    fn raw_in(
+        &self,
+        method: reqwest::Method,
+        api_path: &str,
+        token: &str,
+        namespace: Option<&str>,
+    ) -> reqwest::RequestBuilder {
         let url = format!("{}/v1/{}", self.address, api_path.trim_start_matches('/'));
         let mut request = self
             .http
@@ -754,7 +799,7 @@ impl VaultSession {
             value.set_sensitive(true);
             request = request.header("X-Vault-Token", value);
         }
-        if let Some(ns) = &self.namespace {
+        if let Some(ns) = namespace {
             request = request.header("X-Vault-Namespace", ns);
         }
         request
@@ -772,10 +817,12 @@ impl VaultSession {
             .await
             .map_err(|e| CallError::Transport(error_chain(&e)))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let body = crate::body::read_limited(response, crate::body::MAX_BODY)
             .await
-            .map_err(|e| CallError::Transport(error_chain(&e)))?;
+            .map_err(|e| match e {
+                crate::body::BodyError::Transport(message) => CallError::Transport(message),
+                too_large => CallError::Unexpected(too_large.to_string()),
+            })?;
         if !status.is_success() {
             return Err(CallError::Status {
                 code: status.as_u16(),
@@ -1203,6 +1250,24 @@ mod tests {
             request.headers().get("X-Vault-Namespace").unwrap(),
             "team-a"
         );
+    }
+
+    #[test]
+    fn root_requests_carry_the_token_but_no_namespace() {
+        let mut cfg = config("http://127.0.0.1:8200");
+        cfg.namespace = Some("team-a".into());
+        let session = VaultSession::new(&cfg).unwrap();
+        session.write_state().token = SecretString::from("s.abc");
+        let request = session
+            .request_root(reqwest::Method::POST, "sys/storage/raft/snapshot")
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.url().as_str(),
+            "http://127.0.0.1:8200/v1/sys/storage/raft/snapshot"
+        );
+        assert_eq!(request.headers().get("X-Vault-Token").unwrap(), "s.abc");
+        assert!(request.headers().get("X-Vault-Namespace").is_none());
     }
 
     #[test]
