@@ -358,230 +358,6 @@ async fn killed_after_issuing_the_restart_destroys_the_orphan_and_rotates() {
     d.terminate(Duration::from_secs(15)).await;
 }
 
-// ---- Issue 13 item 2: a deleted or destroyed current version ------------------------------
-
-/// Takes version `version` of `path` away, as `bao kv delete` (`destroy = false`) or
-/// `bao kv destroy -versions=N` would.
-async fn remove_version(vault: &RootVault, path: &str, version: u64, destroy: bool) {
-    let (mount, rest) = path.split_once('/').unwrap();
-    let verb = if destroy { "destroy" } else { "delete" };
-    vault
-        .ok(
-            reqwest::Method::POST,
-            &format!("{mount}/{verb}/{rest}"),
-            Some(json!({ "versions": [version] })),
-        )
-        .await;
-    assert!(
-        vault.kv_get(path).await.is_none(),
-        "{verb} left it readable"
-    );
-}
-
-async fn open_store(cfg: &DaemonConfig) -> std::sync::Arc<dyn vault_steward::store::Store> {
-    vault_steward::store::open(&format!("sqlite://{}", cfg.state_db().display()), None)
-        .await
-        .expect("state store")
-}
-
-/// The daemon rotates every 6 s. The test takes its first version away; when the job is next
-/// due the daemon issues exactly one secret-id and writes it as one fresh version, raises no
-/// `ConcurrentWrite`, and does not run the job again until that version is due.
-async fn a_removed_current_version_is_replaced_once(destroy: bool) {
-    let vault = RootVault::new();
-    let prefix = unique("approle-removed");
-    let role = unique("svc");
-    let path = format!("secret/{prefix}/credentials");
-    vault.approle(&role, json!({ "token_ttl": "5m" })).await;
-    // The secret-id the helper made for itself is not the daemon's business.
-    for accessor in accessors(&vault, &role).await {
-        vault
-            .ok(
-                reqwest::Method::POST,
-                &format!("auth/approle/role/{role}/secret-id-accessor/destroy"),
-                Some(json!({ "secret_id_accessor": accessor })),
-            )
-            .await;
-    }
-    let token = steward_token(&vault, &prefix, &role).await;
-    let name = "svc-removed";
-    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "6s", "5s"));
-    let mut d = cfg.start(&[]);
-    d.ready().await;
-    wait_until(Duration::from_secs(15), "the first secret-id", || async {
-        vault.current_version(&path).await == 1
-    })
-    .await;
-    let first = creds(&vault, &path, 1).await;
-    assert_eq!(accessors(&vault, &role).await, vec![first.accessor.clone()]);
-    remove_version(&vault, &path, 1, destroy).await;
-
-    wait_until(Duration::from_secs(20), "one fresh version", || async {
-        vault.current_version(&path).await >= 2
-    })
-    .await;
-    let fresh = vault
-        .kv_get(&path)
-        .await
-        .unwrap_or_else(|| panic!("the fresh version is live\n{}", d.log()));
-    assert_eq!(fresh.version, 2, "exactly one new version\n{}", d.log());
-    let second = creds(&vault, &path, 2).await;
-    assert_ne!(second.accessor, first.accessor);
-    assert!(logs_in(&vault, &second.role_id, &second.secret_id).await);
-
-    let store = open_store(&cfg).await;
-    let runs_after_write = store.recent_runs(name, 100).await.unwrap().len();
-    let due = fresh.created_time + chrono::Duration::seconds(6);
-    while chrono::Utc::now() < due - chrono::Duration::milliseconds(1000) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let runs = store.recent_runs(name, 100).await.unwrap();
-    assert_eq!(
-        runs.len(),
-        runs_after_write,
-        "the job ran again before it was due: {runs:?}\n{}",
-        d.log()
-    );
-    assert_eq!(runs.len(), 2, "{runs:?}\n{}", d.log());
-    assert_eq!(vault.current_version(&path).await, 2);
-    // Exactly one secret-id was issued for the fresh version: the one in the deleted version
-    // (the daemon cannot read it any more) and the fresh one are all there is.
-    let mut live = accessors(&vault, &role).await;
-    live.sort();
-    let mut expected = vec![first.accessor.clone(), second.accessor.clone()];
-    expected.sort();
-    assert_eq!(live, expected, "{}", d.log());
-    let fp = vault_steward::alert::fingerprint("ConcurrentWrite", name);
-    assert!(store.alert(&fp).await.unwrap().is_none(), "{}", d.log());
-    assert!(store.open_rotations(Some(name)).await.unwrap().is_empty());
-    d.terminate(Duration::from_secs(15)).await;
-    assert!(logs_in(&vault, &second.role_id, &second.secret_id).await);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_soft_deleted_current_version_gets_one_fresh_secret_id() {
-    a_removed_current_version_is_replaced_once(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_destroyed_current_version_gets_one_fresh_secret_id() {
-    a_removed_current_version_is_replaced_once(true).await;
-}
-
-// ---- Issue 13 item 5: other fields keep their JSON types ----------------------------------
-
-#[tokio::test(flavor = "multi_thread")]
-async fn other_fields_keep_their_json_types() {
-    let vault = RootVault::new();
-    let prefix = unique("approle-typed");
-    let role = unique("svc");
-    let path = format!("secret/{prefix}/credentials");
-    let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
-    record_canaries([hand_secret_id.as_str()]);
-    let typed = json!({
-        "port": 8200,
-        "ratio": 1.5,
-        "negative": -1,
-        "enabled": true,
-        "disabled": false,
-        "tags": ["a", 2, null],
-        "opts": {"retry": {"max": 3}, "tls": true},
-        "none": null,
-        "owner": "team-b"
-    });
-    let mut seed = typed.clone();
-    seed["role_id"] = json!(role_id);
-    seed["secret_id"] = json!(hand_secret_id);
-    vault.kv_put(&path, seed).await;
-    let token = steward_token(&vault, &prefix, &role).await;
-    let name = "svc-typed";
-    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "2h", "1h"));
-    let (st, out, err) = cfg.cli(&["rotate", name]);
-    assert!(st.success(), "{out}{err}");
-    let new = creds(&vault, &path, 2).await;
-    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
-    let kv = vault.kv_get(&path).await.unwrap();
-    for (key, value) in typed.as_object().unwrap() {
-        assert_eq!(kv.data.get(key), Some(value), "field `{key}` changed");
-    }
-    assert_eq!(kv.data.len(), typed.as_object().unwrap().len() + 3);
-}
-
-/// The write is refused, yet nothing newer can be read (a version written and deleted again
-/// between the read and the write): the unused secret-id is destroyed and the run fails, to be
-/// retried with backoff; no `ConcurrentWrite`. The next run writes one fresh version.
-#[cfg(feature = "failpoints")]
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
-    let vault = RootVault::new();
-    let prefix = unique("approle-unexplained");
-    let role = unique("svc");
-    let path = format!("secret/{prefix}/credentials");
-    let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
-    record_canaries([hand_secret_id.as_str()]);
-    vault
-        .kv_put(
-            &path,
-            json!({ "role_id": role_id, "secret_id": hand_secret_id }),
-        )
-        .await;
-    let token = steward_token(&vault, &prefix, &role).await;
-    let name = "svc-unexplained";
-    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "2h", "1h"));
-    let fp_dir = tempfile::tempdir().unwrap();
-    let fp_dir_s = fp_dir.path().to_str().unwrap().to_string();
-    let cfg_path = cfg.path();
-    let rotate = std::thread::spawn(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vault-steward"))
-            .arg("--config")
-            .arg(cfg_path)
-            .args(["rotate", "svc-unexplained"])
-            .env("VAULT_STEWARD_FAILPOINT", "approle-before-write:pause")
-            .env("VAULT_STEWARD_FAILPOINT_DIR", &fp_dir_s)
-            .env_remove("VAULT_TOKEN")
-            .output()
-            .expect("rotate")
-    });
-    let reached = fp_dir.path().join("approle-before-write.reached");
-    wait_until(Duration::from_secs(20), "the rotation to pause", || async {
-        reached.exists()
-    })
-    .await;
-    assert_eq!(accessors(&vault, &role).await.len(), 2);
-    let v2 = vault
-        .kv_put(
-            &path,
-            json!({ "role_id": role_id, "secret_id": hand_secret_id }),
-        )
-        .await;
-    remove_version(&vault, &path, v2, false).await;
-    std::fs::write(fp_dir.path().join("approle-before-write.resume"), b"").unwrap();
-    let out = rotate.join().unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{all}");
-    assert!(all.contains("no newer version can be read"), "{all}");
-    assert!(!all.contains("someone else"), "{all}");
-    assert_eq!(vault.current_version(&path).await, 2, "nothing written");
-    assert_eq!(
-        accessors(&vault, &role).await.len(),
-        1,
-        "the unused secret-id is destroyed"
-    );
-    let store = open_store(&cfg).await;
-    let fp = vault_steward::alert::fingerprint("ConcurrentWrite", name);
-    assert!(store.alert(&fp).await.unwrap().is_none());
-    assert!(store.open_rotations(Some(name)).await.unwrap().is_empty());
-    let state = store.job_state(name).await.unwrap().unwrap();
-    assert!(state.retry_at.is_some(), "retried with backoff: {state:?}");
-
-    let (st, out, err) = cfg.cli(&["rotate", name]);
-    assert!(st.success(), "{out}{err}");
-    let new = creds(&vault, &path, 3).await;
-    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
 /// Sends a signal to `pid` with `kill`.
 #[cfg(feature = "failpoints")]
 fn signal(pid: u32, sig: &str) {
@@ -826,4 +602,230 @@ async fn an_interrupted_rotation_is_rolled_forward_when_the_daemon_starts_even_i
         )
         .await
     );
+}
+
+// ---- Issue 13 item 2: a deleted or destroyed current version ------------------------------
+
+/// Takes version `version` of `path` away, as `bao kv delete` (`destroy = false`) or
+/// `bao kv destroy -versions=N` would.
+async fn remove_version(vault: &RootVault, path: &str, version: u64, destroy: bool) {
+    let (mount, rest) = path.split_once('/').unwrap();
+    let verb = if destroy { "destroy" } else { "delete" };
+    vault
+        .ok(
+            reqwest::Method::POST,
+            &format!("{mount}/{verb}/{rest}"),
+            Some(json!({ "versions": [version] })),
+        )
+        .await;
+    assert!(
+        vault.kv_get(path).await.is_none(),
+        "{verb} left it readable"
+    );
+}
+
+async fn open_store(cfg: &DaemonConfig) -> std::sync::Arc<dyn vault_steward::store::Store> {
+    vault_steward::store::open(&format!("sqlite://{}", cfg.state_db().display()), None)
+        .await
+        .expect("state store")
+}
+
+/// The daemon rotates every 6 s. The test takes its first version away; when the job is next
+/// due the daemon issues exactly one secret-id and writes it as one fresh version, raises no
+/// `ConcurrentWrite`, and does not run the job again until that version is due.
+async fn a_removed_current_version_is_replaced_once(destroy: bool) {
+    let vault = RootVault::new();
+    let prefix = unique("approle-removed");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    vault.approle(&role, json!({ "token_ttl": "5m" })).await;
+    // The secret-id the helper made for itself is not the daemon's business.
+    for accessor in accessors(&vault, &role).await {
+        vault
+            .ok(
+                reqwest::Method::POST,
+                &format!("auth/approle/role/{role}/secret-id-accessor/destroy"),
+                Some(json!({ "secret_id_accessor": accessor })),
+            )
+            .await;
+    }
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-removed";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "6s", "5s"));
+    let mut d = cfg.start(&[]);
+    d.ready().await;
+    wait_until(Duration::from_secs(15), "the first secret-id", || async {
+        vault.current_version(&path).await == 1
+    })
+    .await;
+    let first = creds(&vault, &path, 1).await;
+    assert_eq!(accessors(&vault, &role).await, vec![first.accessor.clone()]);
+    remove_version(&vault, &path, 1, destroy).await;
+
+    wait_until(Duration::from_secs(20), "one fresh version", || async {
+        vault.current_version(&path).await >= 2
+    })
+    .await;
+    let fresh = vault
+        .kv_get(&path)
+        .await
+        .unwrap_or_else(|| panic!("the fresh version is live\n{}", d.log()));
+    assert_eq!(fresh.version, 2, "exactly one new version\n{}", d.log());
+    let second = creds(&vault, &path, 2).await;
+    assert_ne!(second.accessor, first.accessor);
+    assert!(logs_in(&vault, &second.role_id, &second.secret_id).await);
+
+    let store = open_store(&cfg).await;
+    let runs_after_write = store.recent_runs(name, 100).await.unwrap().len();
+    let due = fresh.created_time + chrono::Duration::seconds(6);
+    while chrono::Utc::now() < due - chrono::Duration::milliseconds(1000) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let runs = store.recent_runs(name, 100).await.unwrap();
+    assert_eq!(
+        runs.len(),
+        runs_after_write,
+        "the job ran again before it was due: {runs:?}\n{}",
+        d.log()
+    );
+    assert_eq!(runs.len(), 2, "{runs:?}\n{}", d.log());
+    assert_eq!(vault.current_version(&path).await, 2);
+    // Exactly one secret-id was issued for the fresh version: the one in the deleted version
+    // (the daemon cannot read it any more) and the fresh one are all there is.
+    let mut live = accessors(&vault, &role).await;
+    live.sort();
+    let mut expected = vec![first.accessor.clone(), second.accessor.clone()];
+    expected.sort();
+    assert_eq!(live, expected, "{}", d.log());
+    let fp = vault_steward::alert::fingerprint("ConcurrentWrite", name);
+    assert!(store.alert(&fp).await.unwrap().is_none(), "{}", d.log());
+    assert!(store.open_rotations(Some(name)).await.unwrap().is_empty());
+    d.terminate(Duration::from_secs(15)).await;
+    assert!(logs_in(&vault, &second.role_id, &second.secret_id).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_deleted_current_version_gets_one_fresh_secret_id() {
+    a_removed_current_version_is_replaced_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destroyed_current_version_gets_one_fresh_secret_id() {
+    a_removed_current_version_is_replaced_once(true).await;
+}
+
+// ---- Issue 13 item 5: other fields keep their JSON types ----------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_fields_keep_their_json_types() {
+    let vault = RootVault::new();
+    let prefix = unique("approle-typed");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
+    record_canaries([hand_secret_id.as_str()]);
+    let typed = json!({
+        "port": 8200,
+        "ratio": 1.5,
+        "negative": -1,
+        "enabled": true,
+        "disabled": false,
+        "tags": ["a", 2, null],
+        "opts": {"retry": {"max": 3}, "tls": true},
+        "none": null,
+        "owner": "team-b"
+    });
+    let mut seed = typed.clone();
+    seed["role_id"] = json!(role_id);
+    seed["secret_id"] = json!(hand_secret_id);
+    vault.kv_put(&path, seed).await;
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-typed";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "2h", "1h"));
+    let (st, out, err) = cfg.cli(&["rotate", name]);
+    assert!(st.success(), "{out}{err}");
+    let new = creds(&vault, &path, 2).await;
+    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
+    let kv = vault.kv_get(&path).await.unwrap();
+    for (key, value) in typed.as_object().unwrap() {
+        assert_eq!(kv.data.get(key), Some(value), "field `{key}` changed");
+    }
+    assert_eq!(kv.data.len(), typed.as_object().unwrap().len() + 3);
+}
+
+/// The write is refused, yet nothing newer can be read (a version written and deleted again
+/// between the read and the write): the unused secret-id is destroyed and the run fails, to be
+/// retried with backoff; no `ConcurrentWrite`. The next run writes one fresh version.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_with_nothing_newer_to_read_fails_and_is_retried() {
+    let vault = RootVault::new();
+    let prefix = unique("approle-unexplained");
+    let role = unique("svc");
+    let path = format!("secret/{prefix}/credentials");
+    let (role_id, hand_secret_id) = vault.approle(&role, json!({ "token_ttl": "5m" })).await;
+    record_canaries([hand_secret_id.as_str()]);
+    vault
+        .kv_put(
+            &path,
+            json!({ "role_id": role_id, "secret_id": hand_secret_id }),
+        )
+        .await;
+    let token = steward_token(&vault, &prefix, &role).await;
+    let name = "svc-unexplained";
+    let cfg = DaemonConfig::new(&token, &job(name, &role, &path, "2h", "1h"));
+    let fp_dir = tempfile::tempdir().unwrap();
+    let fp_dir_s = fp_dir.path().to_str().unwrap().to_string();
+    let cfg_path = cfg.path();
+    let rotate = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vault-steward"))
+            .arg("--config")
+            .arg(cfg_path)
+            .args(["rotate", "svc-unexplained"])
+            .env("VAULT_STEWARD_FAILPOINT", "approle-before-write:pause")
+            .env("VAULT_STEWARD_FAILPOINT_DIR", &fp_dir_s)
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .expect("rotate")
+    });
+    let reached = fp_dir.path().join("approle-before-write.reached");
+    wait_until(Duration::from_secs(20), "the rotation to pause", || async {
+        reached.exists()
+    })
+    .await;
+    assert_eq!(accessors(&vault, &role).await.len(), 2);
+    let v2 = vault
+        .kv_put(
+            &path,
+            json!({ "role_id": role_id, "secret_id": hand_secret_id }),
+        )
+        .await;
+    remove_version(&vault, &path, v2, false).await;
+    std::fs::write(fp_dir.path().join("approle-before-write.resume"), b"").unwrap();
+    let out = rotate.join().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("no newer version can be read"), "{all}");
+    assert!(!all.contains("someone else"), "{all}");
+    assert_eq!(vault.current_version(&path).await, 2, "nothing written");
+    assert_eq!(
+        accessors(&vault, &role).await.len(),
+        1,
+        "the unused secret-id is destroyed"
+    );
+    let store = open_store(&cfg).await;
+    let fp = vault_steward::alert::fingerprint("ConcurrentWrite", name);
+    assert!(store.alert(&fp).await.unwrap().is_none());
+    assert!(store.open_rotations(Some(name)).await.unwrap().is_empty());
+    let state = store.job_state(name).await.unwrap().unwrap();
+    assert!(state.retry_at.is_some(), "retried with backoff: {state:?}");
+
+    let (st, out, err) = cfg.cli(&["rotate", name]);
+    assert!(st.success(), "{out}{err}");
+    let new = creds(&vault, &path, 3).await;
+    assert!(logs_in(&vault, &new.role_id, &new.secret_id).await);
 }
