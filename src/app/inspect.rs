@@ -23,6 +23,9 @@ pub(super) async fn check(cfg: Config, connect: bool) -> Result<ExitCode, Failur
             Err(e) => eprintln!("{}: warning: {e}", jc.location),
         }
     }
+    for w in &cfg.warnings {
+        eprintln!("{}: warning: {}", w.location, w.message);
+    }
     println!(
         "{}: configuration ok ({} jobs from {})",
         cfg.path.display(),

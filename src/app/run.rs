@@ -195,7 +195,13 @@ async fn open_daemon_store(
     let fence = Arc::new(AtomicI64::new(0));
     let ttl = cfg.state.lease_ttl.as_std();
     let (store, lease) =
-        PostgresStore::open_fenced(&cfg.state.url, password.as_ref(), fence.clone(), ttl)
+        PostgresStore::open_fenced(
+            &cfg.state.url,
+            password.as_ref(),
+            &cfg.state.tls,
+            fence.clone(),
+            ttl,
+        )
             .await
             .with_context(|| {
                 format!(

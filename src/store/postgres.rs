@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::lease::PgLease;
+use crate::config::db_tls::{DbTls, UrlDialect, url_tls};
 use super::queries::impl_store;
 use super::{StoreError, redact_url};
 
@@ -41,16 +42,14 @@ impl fmt::Debug for PostgresStore {
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://` or `postgresql://`), with `password` if given (it wins
-    /// over one in the URL), and applies migrations.
-    pub async fn open(url: &str, password: Option<&SecretString>) -> Result<Self, StoreError> {
+    /// over one in the URL) and the `[state]` TLS settings `tls`, and applies migrations.
+    pub async fn open(
+        url: &str,
+        password: Option<&SecretString>,
+        tls: &DbTls,
+    ) -> Result<Self, StoreError> {
         let redacted = redact_url(url);
-        // Parse errors from sqlx never quote the URL, but say which one it was ourselves.
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?
-            .application_name("vault-steward");
-        if let Some(password) = password {
-            options = options.password(password.expose_secret());
-        }
+        let options = connect_options(url, password, tls)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -72,16 +71,12 @@ impl PostgresStore {
     pub async fn open_fenced(
         url: &str,
         password: Option<&SecretString>,
+        tls: &DbTls,
         fence: Arc<AtomicI64>,
         idle_timeout: Duration,
     ) -> Result<(Self, PgLease), StoreError> {
         let redacted = redact_url(url);
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?
-            .application_name("vault-steward");
-        if let Some(password) = password {
-            options = options.password(password.expose_secret());
-        }
+        let mut options = connect_options(url, password, tls)?;
         let idle = format!("{}ms", idle_timeout.as_millis().max(1000));
         options = options.options([("idle_in_transaction_session_timeout", idle.as_str())]);
         let (on_connect, on_acquire) = (fence.clone(), fence);
@@ -117,6 +112,35 @@ impl PostgresStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The connection options of `url` with `password` and the TLS settings: `tls` (from `[state]`)
+/// completed by the URL's own `sslmode`, `sslrootcert`, …; with neither, `verify-full` unless the
+/// host is loopback or a Unix socket (M7 of the December 2026 review: sqlx's default, `prefer`,
+/// checks no certificate and hands the password to whoever answers).
+fn connect_options(
+    url: &str,
+    password: Option<&SecretString>,
+    tls: &DbTls,
+) -> Result<PgConnectOptions, StoreError> {
+    let redacted = redact_url(url);
+    // Parse errors from sqlx never quote the URL, but say which one it was ourselves.
+    let mut options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?
+        .application_name("vault-steward");
+    let tls = url_tls(UrlDialect::Postgres, url)
+        .and_then(|from_url| tls.completed_by(&from_url))
+        .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?;
+    let host = if options.get_socket().is_some() {
+        "localhost".to_string()
+    } else {
+        options.get_host().to_string()
+    };
+    options = crate::db_tls::apply_pg(options, &tls, &host);
+    if let Some(password) = password {
+        options = options.password(password.expose_secret());
+    }
+    Ok(options)
 }
 
 /// Puts the fencing token on a connection for the trigger of migration 0008 to check.
