@@ -52,7 +52,11 @@ pub fn apply_pg(mut options: PgConnectOptions, tls: &DbTls, host: &str) -> PgCon
 }
 
 /// As [`apply_pg`], for MySQL / MariaDB (`verify-full` is `VERIFY_IDENTITY`).
-pub fn apply_mysql(mut options: MySqlConnectOptions, tls: &DbTls, host: &str) -> MySqlConnectOptions {
+pub fn apply_mysql(
+    mut options: MySqlConnectOptions,
+    tls: &DbTls,
+    host: &str,
+) -> MySqlConnectOptions {
     options = options.ssl_mode(mysql_ssl_mode(tls.mode_for(host)));
     if let Some(ca) = &tls.ca_cert {
         options = options.ssl_ca(ca);
@@ -184,7 +188,11 @@ mod tests {
             mysql_ssl_mode(TlsMode::VerifyFull),
             MySqlSslMode::VerifyIdentity
         ));
-        let o = apply_mysql(MySqlConnectOptions::new(), &DbTls::default(), "db.example.com");
+        let o = apply_mysql(
+            MySqlConnectOptions::new(),
+            &DbTls::default(),
+            "db.example.com",
+        );
         assert!(matches!(o.get_ssl_mode(), MySqlSslMode::VerifyIdentity));
         let o = apply_mysql(MySqlConnectOptions::new(), &DbTls::default(), "127.0.0.1");
         assert!(matches!(o.get_ssl_mode(), MySqlSslMode::Preferred));
@@ -227,28 +235,51 @@ mod tests {
             )
             .is_ok()
         );
-        let e = check_url_agrees(pg, "postgres://a:secretpw@db/x?sslmode=require", &full, host)
-            .unwrap_err();
-        assert!(e.contains("sslmode=require") && e.contains("tls = \"verify-full\""), "{e}");
+        let e = check_url_agrees(
+            pg,
+            "postgres://a:secretpw@db/x?sslmode=require",
+            &full,
+            host,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("sslmode=require") && e.contains("tls = \"verify-full\""),
+            "{e}"
+        );
         assert!(!e.contains("secretpw"), "{e}");
         let e = check_url_agrees(pg, "postgres://db/x?sslrootcert=/other.pem", &full, host)
             .unwrap_err();
         assert!(e.contains("ca_cert = \"/etc/ca.pem\""), "{e}");
         // The default counts as the job's word: a url asking for less off loopback is refused.
-        let e = check_url_agrees(pg, "postgres://db/x?sslmode=prefer", &DbTls::default(), host)
-            .unwrap_err();
+        let e = check_url_agrees(
+            pg,
+            "postgres://db/x?sslmode=prefer",
+            &DbTls::default(),
+            host,
+        )
+        .unwrap_err();
         assert!(e.contains("(the default for host db.example.com)"), "{e}");
         assert!(
-            check_url_agrees(pg, "postgres://db/x?sslmode=prefer", &DbTls::default(), "localhost")
-                .is_ok()
+            check_url_agrees(
+                pg,
+                "postgres://db/x?sslmode=prefer",
+                &DbTls::default(),
+                "localhost"
+            )
+            .is_ok()
         );
         let e = check_url_agrees(pg, "postgres://db/x?sslkey=/k.pem", &full, host).unwrap_err();
         assert!(e.contains("no `client_key`"), "{e}");
 
         let my = UrlDialect::Mysql;
         assert!(
-            check_url_agrees(my, "mysql://db?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ca.pem", &full, host)
-                .is_ok()
+            check_url_agrees(
+                my,
+                "mysql://db?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ca.pem",
+                &full,
+                host
+            )
+            .is_ok()
         );
         let e = check_url_agrees(my, "mysql://db?ssl-mode=PREFERRED", &full, host).unwrap_err();
         assert!(e.contains("ssl-mode=PREFERRED"), "{e}");
@@ -264,6 +295,8 @@ mod tests {
             assert!(password_in_clear_allowed(&tls(mode, None), "127.0.0.1", false).is_ok());
             assert!(password_in_clear_allowed(&tls(mode, None), "localhost", false).is_ok());
         }
-        assert!(password_in_clear_allowed(&tls(Some(TlsMode::Disable), None), remote, false).is_ok());
+        assert!(
+            password_in_clear_allowed(&tls(Some(TlsMode::Disable), None), remote, false).is_ok()
+        );
     }
 }

@@ -36,6 +36,8 @@ enum Server {
 struct World {
     kind: Kind,
     server: Server,
+    /// Whether the server speaks TLS (its users are then created `REQUIRE SSL`).
+    tls: bool,
     ca: TestCa,
     foreign: TestCa,
     vault: RootVault,
@@ -52,8 +54,21 @@ impl World {
         World {
             kind,
             server,
+            tls: true,
             ca,
             foreign,
+            vault: RootVault::new(),
+        }
+    }
+
+    /// A MariaDB without TLS.
+    async fn new_plain_mysql() -> World {
+        World {
+            kind: Kind::Mysql,
+            server: Server::Maria(PrivateMaria::start_with(None).await),
+            tls: false,
+            ca: TestCa::new(&unique("vs unused CA")),
+            foreign: TestCa::new(&unique("vs unused CA")),
             vault: RootVault::new(),
         }
     }
@@ -83,7 +98,10 @@ impl World {
     async fn login(&self, user: &str, pw: &str) -> Result<(), String> {
         match &self.server {
             Server::Pg(p) => p.login("127.0.0.1", &self.ca.cert, user, pw).await,
-            Server::Maria(m) => m.login("127.0.0.1", &self.ca.cert, user, pw).await,
+            Server::Maria(m) => {
+                let ca = self.tls.then_some(self.ca.cert.as_path());
+                m.login("127.0.0.1", ca, user, pw).await
+            }
         }
     }
 }
@@ -112,11 +130,14 @@ async fn tls_job(w: &World, host: &str, job_lines: &str, admin_url: Option<&str>
             format!("CREATE ROLE \"{admin}\" LOGIN CREATEROLE PASSWORD '{admin_pw}'"),
             format!("GRANT \"{user}\" TO \"{admin}\" WITH ADMIN OPTION"),
         ],
-        Kind::Mysql => vec![
-            format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{initial}' REQUIRE SSL"),
-            format!("CREATE USER '{admin}'@'%' IDENTIFIED BY '{admin_pw}' REQUIRE SSL"),
-            format!("GRANT CREATE USER ON *.* TO '{admin}'@'%'"),
-        ],
+        Kind::Mysql => {
+            let require = if w.tls { " REQUIRE SSL" } else { "" };
+            vec![
+                format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{initial}'{require}"),
+                format!("CREATE USER '{admin}'@'%' IDENTIFIED BY '{admin_pw}'{require}"),
+                format!("GRANT CREATE USER ON *.* TO '{admin}'@'%'"),
+            ]
+        }
     };
     w.exec(&sql).await;
 
@@ -182,7 +203,11 @@ fn ca_line(ca: &Path) -> String {
 async fn assert_unchanged(w: &World, j: &TlsJob, what: &str) {
     let kv = w.vault.kv_get(&j.path).await.expect("consumer secret");
     assert_eq!(kv.version, 1, "{what}: KV unchanged");
-    assert_eq!(kv.data["password"], j.initial.as_str(), "{what}: KV unchanged");
+    assert_eq!(
+        kv.data["password"],
+        j.initial.as_str(),
+        "{what}: KV unchanged"
+    );
     assert!(
         w.vault.kv_metadata(&j.pending_path).await.is_none(),
         "{what}: no pending password was written"
@@ -305,7 +330,10 @@ async fn tls_cases(kind: Kind) {
     )
     .await;
     let (st, out, err) = j.cfg.cli(&["rotate", &j.job]);
-    assert!(!st.success(), "a conflicting admin url was accepted: {out}{err}");
+    assert!(
+        !st.success(),
+        "a conflicting admin url was accepted: {out}{err}"
+    );
     assert!(
         err.contains("the admin secret's `url`") && err.contains("tls = \"verify-full\""),
         "the error names both settings: {err}"
@@ -318,9 +346,91 @@ async fn postgres_tls() {
     tls_cases(Kind::Postgres).await;
 }
 
+/// A PostgreSQL state store (M7) over TLS: a foreign CA is refused, the right one connects, and
+/// without any setting a host name that is not loopback by its spelling gets verify-full.
+#[tokio::test]
+async fn postgres_state_store_tls() {
+    use vault_steward::config::{DbTls, TlsMode};
+    use vault_steward::store;
+    let ca = TestCa::new(&unique("vs state CA"));
+    let foreign = TestCa::new(&unique("vs foreign CA"));
+    let pg = PrivatePg::start(&ca).await;
+    let pw = password("tlsstate");
+    record_canaries([pw.as_str()]);
+    pg.exec(&[
+        format!("CREATE ROLE steward LOGIN PASSWORD '{pw}'"),
+        "CREATE DATABASE steward OWNER steward".to_string(),
+    ])
+    .await;
+    let secret = secrecy::SecretString::from(pw.clone());
+    let url =
+        |host: &str, query: &str| format!("postgres://steward@{host}:{}/steward{query}", pg.port);
+    let verify = |ca: &Path| DbTls {
+        mode: Some(TlsMode::VerifyFull),
+        ca_cert: Some(ca.to_path_buf()),
+        ..DbTls::default()
+    };
+
+    let e = store::open_with_tls(&url("localhost", ""), Some(&secret), &verify(&foreign.cert))
+        .await
+        .err()
+        .expect("a foreign CA was accepted")
+        .to_string();
+    assert!(e.contains("invalid peer certificate"), "{e}");
+    assert!(!e.contains(&pw), "{e}");
+
+    let s = store::open_with_tls(&url("127.0.0.1", ""), Some(&secret), &verify(&ca.cert))
+        .await
+        .expect("the right CA");
+    s.ping().await.expect("ping");
+
+    // The URL's own sslmode counts when `[state]` says nothing.
+    let s = store::open_with_tls(
+        &url("localhost", "?sslmode=require"),
+        Some(&secret),
+        &DbTls::default(),
+    )
+    .await
+    .expect("sslmode=require in the URL");
+    s.ping().await.expect("ping");
+
+    if let Some(host) = host_name_on_loopback() {
+        let e = store::open(&url(&host, ""), Some(&secret))
+            .await
+            .err()
+            .expect("verify-full by default off loopback")
+            .to_string();
+        assert!(e.contains("invalid peer certificate"), "{e}");
+    }
+}
+
 #[tokio::test]
 async fn mysql_tls() {
     tls_cases(Kind::Mysql).await;
+}
+
+/// MySQL's `ALTER USER … IDENTIFIED BY` carries the new password in clear: against a MariaDB
+/// without TLS, under `prefer` (which falls back to plain text), it is not sent to a host that is
+/// not loopback by its spelling; `tls = "disable"` written in the job lets it through, and
+/// loopback needs nothing. (The decision itself is unit-tested in `db_tls`; here the server is
+/// asked whether the session is encrypted.)
+#[tokio::test]
+async fn mysql_alter_user_not_sent_in_clear() {
+    let w = World::new_plain_mysql().await;
+    let Some(host) = host_name_on_loopback() else {
+        eprintln!("note: this machine's host name does not resolve to 127.0.0.1; skipped");
+        return;
+    };
+    let j = tls_job(&w, &host, "tls = \"prefer\"", None).await;
+    let (st, out, err) = j.cfg.cli(&["rotate", &j.job]);
+    assert!(!st.success(), "ALTER USER went out in clear: {out}{err}");
+    assert!(err.contains("is not encrypted"), "{err}");
+    assert_unchanged(&w, &j, "prefer without TLS").await;
+
+    let j = tls_job(&w, &host, "tls = \"disable\"", None).await;
+    assert_rotated(&w, &j, "explicit disable").await;
+    let j = tls_job(&w, "127.0.0.1", "", None).await;
+    assert_rotated(&w, &j, "loopback").await;
 }
 
 /// `check` warns about every `tls = "disable"` at its place and reports bad TLS settings as

@@ -186,8 +186,18 @@ impl DbTls {
         Ok(DbTls {
             mode: pick(&self.mode, &from_url.mode, "tls", "sslmode")?,
             ca_cert: pick(&self.ca_cert, &from_url.ca_cert, "ca_cert", "sslrootcert")?,
-            client_cert: pick(&self.client_cert, &from_url.client_cert, "client_cert", "sslcert")?,
-            client_key: pick(&self.client_key, &from_url.client_key, "client_key", "sslkey")?,
+            client_cert: pick(
+                &self.client_cert,
+                &from_url.client_cert,
+                "client_cert",
+                "sslcert",
+            )?,
+            client_key: pick(
+                &self.client_key,
+                &from_url.client_key,
+                "client_key",
+                "sslkey",
+            )?,
         })
     }
 }
@@ -264,7 +274,10 @@ mod tests {
         let t = from("postgres://steward@db.example.com/steward?sslmode=require");
         assert_eq!(t.mode_for("db.example.com"), TlsMode::Require);
         let t = from("postgres://steward@db.example.com/s?sslrootcert=/etc/ca.pem");
-        assert_eq!(t.ca_cert.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(
+            t.ca_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
         assert_eq!(t.mode_for("db.example.com"), TlsMode::VerifyFull);
         assert!(url_tls(pg, "postgres://db/s?sslmode=allow").is_err());
 
@@ -273,7 +286,10 @@ mod tests {
             ..DbTls::default()
         };
         let same = url_tls(pg, "postgres://db/s?sslmode=verify-ca").unwrap();
-        assert_eq!(explicit.completed_by(&same).unwrap().mode, Some(TlsMode::VerifyCa));
+        assert_eq!(
+            explicit.completed_by(&same).unwrap().mode,
+            Some(TlsMode::VerifyCa)
+        );
         let other = url_tls(pg, "postgres://db/s?ssl-mode=disable").unwrap();
         let e = explicit.completed_by(&other).unwrap_err();
         assert!(e.contains("`tls`") && e.contains("sslmode"), "{e}");

@@ -1787,7 +1787,11 @@ fn database(
 
 /// `tls`, `ca_cert`, `client_cert`, `client_key` of a database connection (a job's or the
 /// state store's); `in_clear` says what `tls = "disable"` exposes, for its warning.
-fn db_tls(ctx: &mut Ctx<'_>, [tls, ca_cert, client_cert, client_key]: [&Str; 4], in_clear: &str) -> DbTls {
+fn db_tls(
+    ctx: &mut Ctx<'_>,
+    [tls, ca_cert, client_cert, client_key]: [&Str; 4],
+    in_clear: &str,
+) -> DbTls {
     let mode = tls.as_ref().and_then(|t| {
         let mode = TlsMode::parse(t.get_ref());
         match mode {
@@ -1833,10 +1837,9 @@ fn db_tls(ctx: &mut Ctx<'_>, [tls, ca_cert, client_cert, client_key]: [&Str; 4],
     match (&cert, &key) {
         (Some((span, _)), None) => ctx.error(span, "`client_cert` needs `client_key`"),
         (None, Some((span, _))) => ctx.error(span, "`client_key` needs `client_cert`"),
-        (Some((span, _)), Some(_)) if mode == Some(TlsMode::Disable) => ctx.error(
-            span,
-            "`client_cert` has no effect with tls = \"disable\"",
-        ),
+        (Some((span, _)), Some(_)) if mode == Some(TlsMode::Disable) => {
+            ctx.error(span, "`client_cert` has no effect with tls = \"disable\"")
+        }
         _ => {}
     }
     DbTls {
@@ -2335,6 +2338,76 @@ mod tests {
         assert!(errors.is_empty(), "{:?}", messages(&errors));
         assert!(s.state.password.is_some());
         assert_eq!(checks.len(), 1);
+    }
+
+    /// `[state]` TLS: only for PostgreSQL, modes by name, a URL that agrees, a warning for
+    /// `disable` (from the key or the URL), each at its place.
+    #[test]
+    fn state_tls_rules() {
+        let base = "[vault]\naddress = \"http://v:8200\"\n[state]\n";
+        let env = [("VAULT_TOKEN", "t")];
+        let parse = |rest: &str| {
+            let text = format!("{base}{rest}");
+            let src = SourceFile::new(Path::new("/etc/vs/steward.toml"), text.clone());
+            let doc = DeTable::parse(&src.text).unwrap();
+            let mut ctx = Ctx::new(&src);
+            let s = steward(&mut ctx, doc, &|k: &str| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            });
+            (s, messages(&ctx.errors), messages(&ctx.warnings))
+        };
+        let (s, errors, warnings) =
+            parse("url = \"postgres://steward@db/s\"\ntls = \"verify-ca\"\n");
+        assert!(
+            errors.is_empty() && warnings.is_empty(),
+            "{errors:?} {warnings:?}"
+        );
+        assert_eq!(s.state.tls.mode, Some(TlsMode::VerifyCa));
+
+        let (s, errors, _) = parse("url = \"postgres://steward@db/s?sslmode=require\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.state.tls.mode, Some(TlsMode::Require));
+
+        let (_, errors, _) = parse("url = \"sqlite:///x.db\"\ntls = \"require\"\n");
+        assert_eq!(
+            errors,
+            ["/etc/vs/steward.toml:5:7: `tls` is only used with a postgres:// state URL"]
+        );
+        let (_, errors, _) = parse("url = \"postgres://steward@db/s\"\ntls = \"strict\"\n");
+        assert!(
+            errors[0].starts_with("/etc/vs/steward.toml:5:7: unknown `tls` mode `strict`"),
+            "{errors:?}"
+        );
+        let (_, errors, _) =
+            parse("url = \"postgres://steward@db/s?sslmode=require\"\ntls = \"verify-full\"\n");
+        assert!(
+            errors.len() == 1 && errors[0].starts_with("/etc/vs/steward.toml:5:7: [state]: `tls`"),
+            "{errors:?}"
+        );
+        let (_, errors, _) = parse("url = \"postgres://steward@db/s\"\nclient_key = \"k.pem\"\n");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e == "/etc/vs/steward.toml:5:14: `client_key` needs `client_cert`"),
+            "{errors:?}"
+        );
+
+        let (_, errors, warnings) = parse("url = \"postgres://steward@db/s\"\ntls = \"disable\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("/etc/vs/steward.toml:5:7: tls = \"disable\""),
+            "{warnings:?}"
+        );
+        let (_, errors, warnings) = parse("url = \"postgres://steward@db/s?sslmode=disable\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("/etc/vs/steward.toml:4:7: sslmode=disable"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! a backslash is refused rather than escaped, because its meaning depends on the server's
 //! `NO_BACKSLASH_ESCAPES` mode (the default password alphabet has none). Statement logging by
 //! sqlx is off on these connections.
+//!
+//! The statement carries the new password in clear, so the admin connection must be encrypted
+//! unless the host is loopback or the job says `tls = "disable"` ([`crate::db_tls`]); under
+//! `prefer` the server is asked whether this session uses TLS. The admin connection and the
+//! test login both use the job's TLS settings (`verify-full` is `VERIFY_IDENTITY`).
 
 use std::str::FromStr;
 
@@ -75,10 +80,9 @@ impl MysqlEngine {
 
 /// The TLS cipher of this session as the server sees it (empty without TLS).
 async fn session_cipher(conn: &mut MySqlConnection) -> Result<String, sqlx::Error> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<(String, String)> = sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .fetch_optional(conn)
+        .await?;
     Ok(row.map(|(_, v)| v).unwrap_or_default())
 }
 
@@ -160,9 +164,8 @@ fn admin_options(
         Some(url) => {
             db_tls::check_url_agrees(UrlDialect::Mysql, url.expose_secret(), tls, &at.host)
                 .map_err(DbError::Setup)?;
-            MySqlConnectOptions::from_str(url.expose_secret()).map_err(|_| {
-                DbError::Setup("the admin secret's `url` is not a MySQL URL".into())
-            })?
+            MySqlConnectOptions::from_str(url.expose_secret())
+                .map_err(|_| DbError::Setup("the admin secret's `url` is not a MySQL URL".into()))?
         }
         None => MySqlConnectOptions::new(),
     };

@@ -5,7 +5,10 @@
 //! verifier computed here (random salt, 4096 iterations, as libpq's `PQencryptPasswordConn`
 //! does), which the server stores as it is — so neither its statement log nor
 //! `pg_stat_statements` can show the password. PostgreSQL 10 or newer. Statement logging by sqlx
-//! is off on these connections; the role name is quoted as an identifier.
+//! is off on these connections; the role name is quoted as an identifier. The admin connection
+//! and the test login both use the job's TLS settings ([`crate::db_tls`]), so the admin
+//! password and the new one (sent at login when the server asks for it in clear) go only to a
+//! server whose certificate checked out (by default off loopback).
 
 use std::str::FromStr;
 

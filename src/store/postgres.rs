@@ -18,9 +18,9 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::lease::PgLease;
-use crate::config::db_tls::{DbTls, UrlDialect, url_tls};
 use super::queries::impl_store;
 use super::{StoreError, redact_url};
+use crate::config::db_tls::{DbTls, UrlDialect, url_tls};
 
 const MAX_CONNECTIONS: u32 = 5;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,3 +158,63 @@ impl_store!(
     claim_lock = "FOR UPDATE SKIP LOCKED",
     power_safe = ("", "")
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsMode;
+    use sqlx::postgres::PgSslMode;
+
+    fn mode(url: &str, tls: &DbTls) -> PgSslMode {
+        connect_options(url, None, tls).unwrap().get_ssl_mode()
+    }
+
+    /// M7: without `[state] tls`, the URL's `sslmode` decides, else verify-full off loopback.
+    #[test]
+    fn the_state_store_verifies_off_loopback_unless_told_otherwise() {
+        let none = DbTls::default();
+        assert!(matches!(
+            mode("postgres://steward@db.example.com/steward", &none),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode("postgres://steward@10.0.0.7:5433/steward", &none),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode("postgres://steward@127.0.0.1/steward", &none),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres://steward@localhost/steward", &none),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres:///steward?host=/var/run/postgresql", &none),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode(
+                "postgres://steward@db.example.com/steward?sslmode=require",
+                &none
+            ),
+            PgSslMode::Require
+        ));
+        let explicit = DbTls {
+            mode: Some(TlsMode::VerifyCa),
+            ..DbTls::default()
+        };
+        assert!(matches!(
+            mode("postgres://steward@localhost/steward", &explicit),
+            PgSslMode::VerifyCa
+        ));
+        let e = connect_options(
+            "postgres://steward@db.example.com/steward?sslmode=prefer",
+            None,
+            &explicit,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sslmode"), "{e}");
+    }
+}

@@ -142,7 +142,8 @@ fn pg_bindir() -> PathBuf {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    dirs.pop().unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
+    dirs.pop()
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
 }
 
 /// A private PostgreSQL cluster serving TLS with a certificate of `ca`; TCP logins must use TLS
@@ -274,8 +275,8 @@ impl Drop for PrivatePg {
     }
 }
 
-/// A private MariaDB instance serving TLS with a certificate of `ca`; `root` (no password)
-/// logs in over the socket in the temp directory.
+/// A private MariaDB instance serving TLS with a certificate of `ca` (or no TLS at all); `root`
+/// (no password) logs in over the socket in the temp directory.
 pub struct PrivateMaria {
     dir: tempfile::TempDir,
     pub port: u16,
@@ -284,6 +285,12 @@ pub struct PrivateMaria {
 
 impl PrivateMaria {
     pub async fn start(ca: &TestCa) -> PrivateMaria {
+        Self::start_with(Some(ca)).await
+    }
+
+    /// `ca`: serve TLS with a certificate it signs; `None`: no TLS (MariaDB 10.11 makes no
+    /// certificate of its own).
+    pub async fn start_with(ca: Option<&TestCa>) -> PrivateMaria {
         let dir = tempfile::Builder::new()
             .prefix("vs-mytls-")
             .tempdir()
@@ -301,14 +308,30 @@ impl PrivateMaria {
                 .stdout(Stdio::null()),
             "mariadb-install-db",
         );
-        let (cert, key) = ca.issue_server(dir.path());
+        let tls_args = match ca {
+            Some(ca) => {
+                let (cert, key) = ca.issue_server(dir.path());
+                vec![
+                    format!("--ssl-cert={}", cert.display()),
+                    format!("--ssl-key={}", key.display()),
+                    format!("--ssl-ca={}", ca.cert.display()),
+                ]
+            }
+            None => vec!["--skip-ssl".to_string()],
+        };
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("mariadbd.log")).expect("log file");
         let child = Command::new("/usr/sbin/mariadbd")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", dir.path().join("mysqld.sock").display()))
-            .arg(format!("--pid-file={}", dir.path().join("mysqld.pid").display()))
+            .arg(format!(
+                "--socket={}",
+                dir.path().join("mysqld.sock").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                dir.path().join("mysqld.pid").display()
+            ))
             .arg(format!("--port={port}"))
             .args([
                 "--user=root",
@@ -317,9 +340,7 @@ impl PrivateMaria {
                 "--skip-log-bin",
                 "--innodb-buffer-pool-size=16M",
             ])
-            .arg(format!("--ssl-cert={}", cert.display()))
-            .arg(format!("--ssl-key={}", key.display()))
-            .arg(format!("--ssl-ca={}", ca.cert.display()))
+            .args(&tls_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -363,15 +384,24 @@ impl PrivateMaria {
         let _ = c.close().await;
     }
 
-    /// A TLS login (VerifyIdentity against `ca`) as `user` over TCP to `host`.
-    pub async fn login(&self, host: &str, ca: &Path, user: &str, pw: &str) -> Result<(), String> {
-        let o = MySqlConnectOptions::new()
+    /// A TLS login (VerifyIdentity against `ca`) as `user` over TCP to `host`; a plain one
+    /// when `ca` is `None`.
+    pub async fn login(
+        &self,
+        host: &str,
+        ca: Option<&Path>,
+        user: &str,
+        pw: &str,
+    ) -> Result<(), String> {
+        let mut o = MySqlConnectOptions::new()
             .host(host)
             .port(self.port)
             .username(user)
-            .password(pw)
-            .ssl_mode(MySqlSslMode::VerifyIdentity)
-            .ssl_ca(ca);
+            .password(pw);
+        o = match ca {
+            Some(ca) => o.ssl_mode(MySqlSslMode::VerifyIdentity).ssl_ca(ca),
+            None => o.ssl_mode(MySqlSslMode::Disabled),
+        };
         match MySqlConnection::connect_with(&o).await {
             Ok(c) => {
                 let _ = c.close().await;
