@@ -263,6 +263,10 @@ async fn tls_cases(kind: Kind) {
             );
             assert!(err.contains("certificate verification failed"), "{err}");
             assert_unchanged(&w, &j, "default for a host name").await;
+            // `prefer` written in the job: TLS without a certificate check, and (MySQL) the
+            // server confirms the session is encrypted, so ALTER USER may go.
+            let j = tls_job(&w, &host, "tls = \"prefer\"", None).await;
+            assert_rotated(&w, &j, "prefer off loopback, server with TLS").await;
         }
         None => eprintln!(
             "note: this machine's host name does not resolve to 127.0.0.1; the end-to-end \

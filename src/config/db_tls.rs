@@ -169,34 +169,44 @@ impl DbTls {
     /// These settings completed by those of a URL (`from_url`); an error names a setting the
     /// two give differently.
     pub fn completed_by(&self, from_url: &DbTls) -> Result<DbTls, String> {
-        fn pick<T: PartialEq + Clone + std::fmt::Debug>(
+        fn pick<T: PartialEq + Clone>(
             ours: &Option<T>,
             url: &Option<T>,
-            key: &str,
-            url_key: &str,
+            [key, url_key]: [&str; 2],
+            show: impl Fn(&T) -> String,
         ) -> Result<Option<T>, String> {
             match (ours, url) {
                 (Some(a), Some(b)) if a != b => Err(format!(
-                    "`{key}` ({a:?}) and the URL's {url_key} ({b:?}) differ; set it in one place"
+                    "`{key}` says \"{}\" but the URL's {url_key} says \"{}\"; set it in one place",
+                    show(a),
+                    show(b)
                 )),
                 (Some(a), _) => Ok(Some(a.clone())),
                 (None, b) => Ok(b.clone()),
             }
         }
+        let path = |p: &PathBuf| p.display().to_string();
         Ok(DbTls {
-            mode: pick(&self.mode, &from_url.mode, "tls", "sslmode")?,
-            ca_cert: pick(&self.ca_cert, &from_url.ca_cert, "ca_cert", "sslrootcert")?,
+            mode: pick(&self.mode, &from_url.mode, ["tls", "sslmode"], |m| {
+                m.to_string()
+            })?,
+            ca_cert: pick(
+                &self.ca_cert,
+                &from_url.ca_cert,
+                ["ca_cert", "sslrootcert"],
+                path,
+            )?,
             client_cert: pick(
                 &self.client_cert,
                 &from_url.client_cert,
-                "client_cert",
-                "sslcert",
+                ["client_cert", "sslcert"],
+                path,
             )?,
             client_key: pick(
                 &self.client_key,
                 &from_url.client_key,
-                "client_key",
-                "sslkey",
+                ["client_key", "sslkey"],
+                path,
             )?,
         })
     }
@@ -292,6 +302,9 @@ mod tests {
         );
         let other = url_tls(pg, "postgres://db/s?ssl-mode=disable").unwrap();
         let e = explicit.completed_by(&other).unwrap_err();
-        assert!(e.contains("`tls`") && e.contains("sslmode"), "{e}");
+        assert_eq!(
+            e,
+            "`tls` says \"verify-ca\" but the URL's sslmode says \"disable\"; set it in one place"
+        );
     }
 }
