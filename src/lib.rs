@@ -5,6 +5,8 @@
 //!   and owns task spawning, shutdown and sd_notify.
 //! - [`config`] — `steward.toml` and the job files: parsing with spans (`FILE:LINE:COL` errors)
 //!   and pure validation.
+//! - [`db_tls`] — TLS for database connections (jobs and the PostgreSQL store): modes, the
+//!   loopback default, an admin URL that must agree with its job.
 //! - [`store`] — the state store: one [`store::Store`] trait, SQLite and PostgreSQL backends.
 //!   It records runs, rotation state, snapshot records, the alert outbox and job locks — never a
 //!   secret value.
@@ -27,6 +29,7 @@ pub mod backup;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod db_tls;
 pub mod engine;
 pub mod failpoint;
 pub mod http;

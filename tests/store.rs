@@ -1152,7 +1152,9 @@ mod sqlite_file {
         let path = dir.path().join("state.db");
         let url = format!("sqlite://{}", path.display());
 
-        let daemon = store::open_exclusive(&url, None).await.unwrap();
+        let daemon = store::open_exclusive(&url, None, &Default::default())
+            .await
+            .unwrap();
         let second = SqliteStore::open_exclusive(&url).await.unwrap_err();
         let message = second.to_string();
         assert!(matches!(second, StoreError::InUse(_)), "{second:?}");
@@ -1198,9 +1200,10 @@ mod postgres_only {
         let Db::Postgres { url, password, .. } = &f.db else {
             unreachable!()
         };
-        let store = store::postgres::PostgresStore::open(url, password.as_ref())
-            .await
-            .unwrap();
+        let store =
+            store::postgres::PostgresStore::open(url, password.as_ref(), &Default::default())
+                .await
+                .unwrap();
         let debug = format!("{store:?}");
         assert!(debug.contains("PostgresStore"), "{debug}");
         if let Some(password) = password {
@@ -1208,7 +1211,7 @@ mod postgres_only {
 
             // A wrong password is refused (on the scram cluster), and not echoed.
             let wrong = SecretString::from("wrong-canary-password");
-            let err = store::postgres::PostgresStore::open(url, Some(&wrong))
+            let err = store::postgres::PostgresStore::open(url, Some(&wrong), &Default::default())
                 .await
                 .unwrap_err();
             assert!(!format!("{err} {err:?}").contains("wrong-canary-password"));
@@ -1221,9 +1224,10 @@ mod postgres_only {
             .unwrap_or_else(|| "in-url-canary".into());
         let mut with_password = url::Url::parse(url).unwrap();
         with_password.set_password(Some(&in_url)).unwrap();
-        let store = store::postgres::PostgresStore::open(with_password.as_str(), None)
-            .await
-            .unwrap();
+        let store =
+            store::postgres::PostgresStore::open(with_password.as_str(), None, &Default::default())
+                .await
+                .unwrap();
         let debug = format!("{store:?}");
         assert!(!debug.contains(&in_url), "{debug}");
         assert!(debug.contains("[redacted]"), "{debug}");

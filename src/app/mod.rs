@@ -180,9 +180,9 @@ pub(crate) async fn open_store_as(
         None => None,
     };
     let opened = if exclusive {
-        store::open_exclusive(&cfg.state.url, password.as_ref()).await
+        store::open_exclusive(&cfg.state.url, password.as_ref(), &cfg.state.tls).await
     } else {
-        store::open(&cfg.state.url, password.as_ref()).await
+        store::open_with_tls(&cfg.state.url, password.as_ref(), &cfg.state.tls).await
     };
     if let Err(e @ store::StoreError::InUse(_)) = &opened {
         return Err(Failure::Usage(e.to_string()));

@@ -29,7 +29,7 @@ use crate::vault::VaultSession;
 
 pub(super) async fn run(cfg: Config) -> Result<ExitCode, Failure> {
     for w in &cfg.warnings {
-        tracing::warn!(at = %w.location, "{}", w.message);
+        tracing::warn!(at = %w.location, "config: {}", w.message);
     }
     let jobs = jobs(&cfg)?;
     let metrics = Arc::new(Metrics::new().context("building metrics")?);
@@ -213,16 +213,21 @@ async fn open_daemon_store(
     };
     let fence = Arc::new(AtomicI64::new(0));
     let ttl = cfg.state.lease_ttl.as_std();
-    let (store, lease) =
-        PostgresStore::open_fenced(&cfg.state.url, password.as_ref(), fence.clone(), ttl)
-            .await
-            .with_context(|| {
-                format!(
-                    "opening the state store {}",
-                    store::redact_url(&cfg.state.url)
-                )
-            })
-            .map_err(Failure::Runtime)?;
+    let (store, lease) = PostgresStore::open_fenced(
+        &cfg.state.url,
+        password.as_ref(),
+        &cfg.state.tls,
+        fence.clone(),
+        ttl,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "opening the state store {}",
+            store::redact_url(&cfg.state.url)
+        )
+    })
+    .map_err(Failure::Runtime)?;
     let leadership = Leadership::new(lease, holder_id(), ttl, fence, metrics.clone());
     Ok((Arc::new(store), Some(Arc::new(leadership))))
 }

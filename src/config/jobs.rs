@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{ConfigError, Duration, Location, Schedule};
+use super::{ConfigError, DbTls, Duration, Location, Schedule};
 
 /// One `[[job]]`.
 #[derive(Debug, Clone)]
@@ -119,6 +119,9 @@ pub struct DatabaseConfig {
     /// `account_host` (mysql only): the host part of the MySQL account, `'user'@'HOST'`; `None`
     /// = `%`, as MySQL itself reads an account name without a host.
     pub account_host: Option<String>,
+    /// `tls`, `ca_cert`, `client_cert`, `client_key`: for the admin connection and the test
+    /// login alike.
+    pub tls: DbTls,
 }
 
 impl DatabaseConfig {

@@ -30,6 +30,7 @@ pub fn load_with_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
 
     let src = read_source(path).map_err(|e| ConfigErrors(vec![e]))?;
     let Some(doc) = parse(&src, &mut errors) else {
@@ -44,7 +45,7 @@ pub fn load_with_env(
         }
     }
     errors.extend(sorted(ctx.errors));
-    let mut warnings = sorted(ctx.warnings);
+    warnings.extend(sorted(ctx.warnings));
 
     let jobs_dir_location = match &steward.jobs_dir_span {
         Some(span) => src.span_location(span),
@@ -78,6 +79,12 @@ pub fn load_with_env(
                     seen: &mut seen,
                 };
                 jobs.extend(validate::job_file(&mut ctx, doc, &mut scope));
+                // Files a job names (a database's `ca_cert`, `client_key`).
+                for check in std::mem::take(&mut ctx.file_checks) {
+                    if let Some(e) = run_file_check(&check) {
+                        ctx.errors.push(e);
+                    }
+                }
                 errors.extend(sorted(ctx.errors));
                 warnings.extend(sorted(ctx.warnings));
             }

@@ -13,6 +13,7 @@
 //! the config names (secret files exist and are not readable by others). Relative paths resolve
 //! against the directory of the file that names them, never the working directory.
 
+pub mod db_tls;
 pub mod duration;
 pub mod error;
 pub mod jobs;
@@ -28,6 +29,7 @@ mod validate;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use db_tls::{DbTls, TlsMode};
 pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use jobs::*;
@@ -50,8 +52,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Every job of every file in `jobs_dir`, in file-name then file order.
     pub jobs: Vec<JobConfig>,
-    /// Settings that are valid but risky, each at its `FILE:LINE:COL`: `check` prints them as
-    /// warnings (exit code unchanged) and `run` logs them at start.
+    /// Settings that are valid but weaken something (`tls = "disable"`), each at its place:
+    /// `check` prints them, `run` logs them.
     pub warnings: Vec<ConfigError>,
 }
 
@@ -93,6 +95,9 @@ pub struct StateConfig {
     /// `lease_ttl`: how long the leader's lease lasts without renewal (PostgreSQL stores, where
     /// several instances elect one leader); a standby takes over within it.
     pub lease_ttl: Duration,
+    /// `tls`, `ca_cert`, `client_cert`, `client_key` (PostgreSQL). Without `tls`, an `sslmode`
+    /// in `url` decides, else the host (see [`db_tls`]).
+    pub tls: DbTls,
 }
 
 /// `[http]`.

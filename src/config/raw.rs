@@ -81,11 +81,23 @@ pub(crate) struct RawState {
     pub url: Str,
     pub password_file: Str,
     pub lease_ttl: Str,
+    pub tls: Str,
+    pub ca_cert: Str,
+    pub client_cert: Str,
+    pub client_key: Str,
 }
 
 pub(crate) const STATE: Schema = Schema {
     name: "[state]",
-    keys: &["url", "password_file", "lease_ttl"],
+    keys: &[
+        "url",
+        "password_file",
+        "lease_ttl",
+        "tls",
+        "ca_cert",
+        "client_cert",
+        "client_key",
+    ],
     tables: &[],
 };
 
@@ -265,6 +277,10 @@ pub(crate) struct RawDatabase {
     pub password_alphabet: Str,
     pub pending_path: Str,
     pub account_host: Str,
+    pub tls: Str,
+    pub ca_cert: Str,
+    pub client_cert: Str,
+    pub client_key: Str,
 }
 
 pub(crate) const DATABASE: Schema = Schema {
@@ -283,6 +299,10 @@ pub(crate) const DATABASE: Schema = Schema {
         "password_alphabet",
         "pending_path",
         "account_host",
+        "tls",
+        "ca_cert",
+        "client_cert",
+        "client_key",
     ],
     tables: &[],
 };

@@ -24,6 +24,7 @@ use super::{
     LocalDestinationConfig, Location, RaftSnapshotConfig, ReminderConfig, S3DestinationConfig,
     Schedule, SmtpEndpoint, SmtpSecurity, StateConfig, VaultAuth, VaultConfig, VaultHealthConfig,
     WebhookFormat, WebhookSinkConfig, WebhookUrl,
+    db_tls::{DbTls, TlsMode, UrlDialect, url_tls},
 };
 
 /// Reads an environment variable; empty values count as unset (as with the Vault CLI).
@@ -105,7 +106,7 @@ pub(crate) struct Ctx<'a> {
     /// Relative paths in the file are resolved against this (the file's directory).
     pub base: PathBuf,
     pub errors: Vec<ConfigError>,
-    /// Settings that work but deserve a second look; `check` prints them, `run` logs them.
+    /// Valid settings that weaken something (printed by `check`, logged by `run`).
     pub warnings: Vec<ConfigError>,
     pub file_checks: Vec<FileCheck>,
 }
@@ -134,16 +135,6 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    /// An error that belongs to the file as a whole (or to the environment).
-    pub fn error_at_start(&mut self, message: impl Into<String>) {
-        let location = self.src.start();
-        self.errors.push(ConfigError {
-            location,
-            message: message.into(),
-        });
-    }
-
-    /// Errors at `span`, or at the start of the file when there is no span.
     /// A warning at `span`, or at the start of the file when there is no span.
     pub fn warn_at(&mut self, span: Option<&Range<usize>>, message: impl Into<String>) {
         let location = match span {
@@ -156,6 +147,20 @@ impl<'a> Ctx<'a> {
         });
     }
 
+    pub fn warn(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        self.warn_at(Some(span), message);
+    }
+
+    /// An error that belongs to the file as a whole (or to the environment).
+    pub fn error_at_start(&mut self, message: impl Into<String>) {
+        let location = self.src.start();
+        self.errors.push(ConfigError {
+            location,
+            message: message.into(),
+        });
+    }
+
+    /// Errors at `span`, or at the start of the file when there is no span.
     fn error_at(&mut self, span: Option<&Range<usize>>, message: impl Into<String>) {
         match span {
             Some(span) => self.error(span, message),
@@ -860,10 +865,24 @@ fn state(
         .unwrap_or_else(|| defaults::STATE_URL.to_string());
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
     let span = url_value.map(|u| u.span());
+    let mut tls = DbTls::default();
     match scheme {
         "sqlite" => {
             if let Some(f) = raw.and_then(|r| r.password_file.as_ref()) {
                 ctx.error(&f.span(), "`password_file` is only used with a postgres:// state URL");
+            }
+            for (value, key) in raw
+                .map(|r| {
+                    vec![
+                        (&r.tls, "tls"),
+                        (&r.ca_cert, "ca_cert"),
+                        (&r.client_cert, "client_cert"),
+                        (&r.client_key, "client_key"),
+                    ]
+                })
+                .unwrap_or_default()
+            {
+                ctx.not_here(value, key, "is only used with a postgres:// state URL");
             }
         }
         "postgres" | "postgresql" => match url::Url::parse(&url) {
@@ -874,7 +893,7 @@ fn state(
             Ok(u) if u.host_str().is_none_or(str::is_empty) => {
                 ctx.error_at(span.as_ref(), format!("state URL `{url}` has no host"))
             }
-            Ok(_) => {}
+            Ok(_) => tls = state_tls(ctx, raw, &url, span.as_ref()),
             Err(e) => ctx.error_at(span.as_ref(), format!("invalid state URL `{url}`: {e}")),
         },
         _ => ctx.error_at(
@@ -918,6 +937,49 @@ fn state(
         url,
         password,
         lease_ttl,
+        tls,
+    }
+}
+
+/// The TLS settings of a PostgreSQL state store: `[state]`'s keys completed by the URL's
+/// `sslmode`, `sslrootcert`, … (the two must not disagree).
+fn state_tls(
+    ctx: &mut Ctx<'_>,
+    raw: Option<&raw::RawState>,
+    url: &str,
+    url_span: Option<&Range<usize>>,
+) -> DbTls {
+    let explicit = match raw {
+        Some(r) => db_tls(
+            ctx,
+            [&r.tls, &r.ca_cert, &r.client_cert, &r.client_key],
+            "the state store's password and every state change cross the network in clear",
+        ),
+        None => DbTls::default(),
+    };
+    let from_url = match url_tls(UrlDialect::Postgres, url) {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.error_at(url_span, format!("state URL: {e}"));
+            return explicit;
+        }
+    };
+    match explicit.completed_by(&from_url) {
+        Ok(tls) => {
+            if explicit.mode.is_none() && tls.mode == Some(TlsMode::Disable) {
+                ctx.warn_at(
+                    url_span,
+                    "sslmode=disable: the state store is never reached over TLS; its password \
+                     and every state change cross the network in clear",
+                );
+            }
+            tls
+        }
+        Err(e) => {
+            let span = raw.and_then(|r| r.tls.as_ref().or(r.ca_cert.as_ref()).map(|v| v.span()));
+            ctx.error_at(span.as_ref().or(url_span), format!("[state]: {e}"));
+            explicit
+        }
     }
 }
 
@@ -1718,6 +1780,12 @@ fn database(
         }
         host.clone()
     });
+    let tls = db_tls(
+        ctx,
+        [&r.tls, &r.ca_cert, &r.client_cert, &r.client_key],
+        "the admin password and the new password cross the network in clear \
+         (MySQL's ALTER USER even carries it inside the statement)",
+    );
     DatabaseConfig {
         path,
         every,
@@ -1732,6 +1800,72 @@ fn database(
         pending_path,
         pending_path_location,
         account_host,
+        tls,
+    }
+}
+
+/// `tls`, `ca_cert`, `client_cert`, `client_key` of a database connection (a job's or the
+/// state store's); `in_clear` says what `tls = "disable"` exposes, for its warning.
+fn db_tls(
+    ctx: &mut Ctx<'_>,
+    [tls, ca_cert, client_cert, client_key]: [&Str; 4],
+    in_clear: &str,
+) -> DbTls {
+    let mode = tls.as_ref().and_then(|t| {
+        let mode = TlsMode::parse(t.get_ref());
+        match mode {
+            None => ctx.error(
+                &t.span(),
+                format!(
+                    "unknown `tls` mode `{}`; expected one of: {}",
+                    t.get_ref().escape_default(),
+                    TlsMode::ALL.map(TlsMode::as_str).join(", ")
+                ),
+            ),
+            Some(TlsMode::Disable) => ctx.warn(
+                &t.span(),
+                format!("tls = \"disable\": this connection is never encrypted; {in_clear}"),
+            ),
+            Some(_) => {}
+        }
+        mode
+    });
+    let ca = ca_cert.as_ref().map(|c| {
+        if let Some(m) = mode.filter(|m| !m.verifies()) {
+            ctx.error(
+                &c.span(),
+                format!(
+                    "`ca_cert` is only used with tls = \"verify-full\" or \"verify-ca\"; \
+                     tls = \"{m}\" checks no certificate"
+                ),
+            );
+        }
+        ctx.readable_file(c, "ca_cert")
+    });
+    let cert = client_cert
+        .as_ref()
+        .map(|c| (c.span(), ctx.readable_file(c, "client_cert")));
+    let key = client_key.as_ref().map(|k| {
+        // A private key: checked as a secret file (exists, readable, not readable by others).
+        let path = match ctx.secret_file(k, "client_key") {
+            SecretSource::File { path, .. } => path,
+            SecretSource::Env { .. } => ctx.path(k.get_ref()),
+        };
+        (k.span(), path)
+    });
+    match (&cert, &key) {
+        (Some((span, _)), None) => ctx.error(span, "`client_cert` needs `client_key`"),
+        (None, Some((span, _))) => ctx.error(span, "`client_key` needs `client_cert`"),
+        (Some((span, _)), Some(_)) if mode == Some(TlsMode::Disable) => {
+            ctx.error(span, "`client_cert` has no effect with tls = \"disable\"")
+        }
+        _ => {}
+    }
+    DbTls {
+        mode,
+        ca_cert: ca,
+        client_cert: cert.map(|(_, p)| p),
+        client_key: key.map(|(_, p)| p),
     }
 }
 
@@ -2316,6 +2450,76 @@ mod tests {
         assert!(errors.is_empty(), "{:?}", messages(&errors));
         assert!(s.state.password.is_some());
         assert_eq!(checks.len(), 1);
+    }
+
+    /// `[state]` TLS: only for PostgreSQL, modes by name, a URL that agrees, a warning for
+    /// `disable` (from the key or the URL), each at its place.
+    #[test]
+    fn state_tls_rules() {
+        let base = "[vault]\naddress = \"http://v:8200\"\n[state]\n";
+        let env = [("VAULT_TOKEN", "t")];
+        let parse = |rest: &str| {
+            let text = format!("{base}{rest}");
+            let src = SourceFile::new(Path::new("/etc/vs/steward.toml"), text.clone());
+            let doc = DeTable::parse(&src.text).unwrap();
+            let mut ctx = Ctx::new(&src);
+            let s = steward(&mut ctx, doc, &|k: &str| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            });
+            (s, messages(&ctx.errors), messages(&ctx.warnings))
+        };
+        let (s, errors, warnings) =
+            parse("url = \"postgres://steward@db/s\"\ntls = \"verify-ca\"\n");
+        assert!(
+            errors.is_empty() && warnings.is_empty(),
+            "{errors:?} {warnings:?}"
+        );
+        assert_eq!(s.state.tls.mode, Some(TlsMode::VerifyCa));
+
+        let (s, errors, _) = parse("url = \"postgres://steward@db/s?sslmode=require\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.state.tls.mode, Some(TlsMode::Require));
+
+        let (_, errors, _) = parse("url = \"sqlite:///x.db\"\ntls = \"require\"\n");
+        assert_eq!(
+            errors,
+            ["/etc/vs/steward.toml:5:7: `tls` is only used with a postgres:// state URL"]
+        );
+        let (_, errors, _) = parse("url = \"postgres://steward@db/s\"\ntls = \"strict\"\n");
+        assert!(
+            errors[0].starts_with("/etc/vs/steward.toml:5:7: unknown `tls` mode `strict`"),
+            "{errors:?}"
+        );
+        let (_, errors, _) =
+            parse("url = \"postgres://steward@db/s?sslmode=require\"\ntls = \"verify-full\"\n");
+        assert!(
+            errors.len() == 1 && errors[0].starts_with("/etc/vs/steward.toml:5:7: [state]: `tls`"),
+            "{errors:?}"
+        );
+        let (_, errors, _) = parse("url = \"postgres://steward@db/s\"\nclient_key = \"k.pem\"\n");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e == "/etc/vs/steward.toml:5:14: `client_key` needs `client_cert`"),
+            "{errors:?}"
+        );
+
+        let (_, errors, warnings) = parse("url = \"postgres://steward@db/s\"\ntls = \"disable\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("/etc/vs/steward.toml:5:7: tls = \"disable\""),
+            "{warnings:?}"
+        );
+        let (_, errors, warnings) = parse("url = \"postgres://steward@db/s?sslmode=disable\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("/etc/vs/steward.toml:4:7: sslmode=disable"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

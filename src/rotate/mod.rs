@@ -39,12 +39,12 @@ pub fn build(config: &JobConfig, job_timeout: Duration) -> Result<Arc<dyn Job>, 
         JobSpec::Postgres(c) => Ok(Arc::new(postgres::PostgresRotator::new(
             &config.name,
             c.clone(),
-            postgres::PostgresEngine,
+            postgres::PostgresEngine::new(c.tls.clone()),
         ))),
         JobSpec::Mysql(c) => Ok(Arc::new(mysql::MysqlRotator::new(
             &config.name,
             c.clone(),
-            mysql::MysqlEngine::new(c.account_host.as_deref()),
+            mysql::MysqlEngine::new(c.account_host.as_deref(), c.tls.clone()),
         ))),
         JobSpec::ApproleSecretId(c) => Ok(Arc::new(
             approle_secret_id::ApproleSecretIdRotator::new(&config.name, c.clone()),

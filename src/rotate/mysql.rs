@@ -7,6 +7,11 @@
 //! a backslash is refused rather than escaped, because its meaning depends on the server's
 //! `NO_BACKSLASH_ESCAPES` mode (the default password alphabet has none). Statement logging by
 //! sqlx is off on these connections.
+//!
+//! The statement carries the new password in clear, so the admin connection must be encrypted
+//! unless the host is loopback or the job says `tls = "disable"` ([`crate::db_tls`]); under
+//! `prefer` the server is asked whether this session uses TLS. The admin connection and the
+//! test login both use the job's TLS settings (`verify-full` is `VERIFY_IDENTITY`).
 
 use std::str::FromStr;
 
@@ -15,6 +20,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError};
 use sqlx::{ConnectOptions, Connection};
 use zeroize::Zeroizing;
+
+use crate::db_tls::{self, DbTls, TlsMode, UrlDialect};
 
 use super::database::{
     AdminLogin, CONNECT_TIMEOUT, DatabaseRotator, DbEngine, DbError, Endpoint, STATEMENT_TIMEOUT,
@@ -29,14 +36,54 @@ pub type MysqlRotator = DatabaseRotator<MysqlEngine>;
 pub struct MysqlEngine {
     /// The host part of the rotated accounts.
     pub account_host: String,
+    /// The job's TLS settings, for the admin connection and the test login alike.
+    pub tls: DbTls,
 }
 
 impl MysqlEngine {
-    pub fn new(account_host: Option<&str>) -> Self {
+    pub fn new(account_host: Option<&str>, tls: DbTls) -> Self {
         MysqlEngine {
             account_host: account_host.unwrap_or("%").to_string(),
+            tls,
         }
     }
+
+    /// The admin's connection, refused when it would carry an `ALTER USER … IDENTIFIED BY` in
+    /// clear off loopback (see [`db_tls::password_in_clear_allowed`]).
+    async fn admin_connection(
+        &self,
+        admin: &AdminLogin,
+        at: &Endpoint,
+    ) -> Result<MySqlConnection, DbError> {
+        let mut conn = connect(admin_options(admin, at, &self.tls)?, "").await?;
+        let encrypted = match self.tls.mode_for(&at.host) {
+            // sqlx fails the connection rather than fall back to plain text in these modes.
+            TlsMode::VerifyFull | TlsMode::VerifyCa | TlsMode::Require => true,
+            TlsMode::Disable => false,
+            // `prefer` may have fallen back: ask the server what this session uses.
+            TlsMode::Prefer if db_tls::is_loopback_host(&at.host) => false,
+            TlsMode::Prefer => match session_cipher(&mut conn).await {
+                Ok(cipher) => !cipher.is_empty(),
+                Err(e) => {
+                    let _ = conn.close().await;
+                    return Err(classify(&e, false, ""));
+                }
+            },
+        };
+        if let Err(why) = db_tls::password_in_clear_allowed(&self.tls, &at.host, encrypted) {
+            let _ = conn.close().await;
+            return Err(DbError::Setup(why));
+        }
+        Ok(conn)
+    }
+}
+
+/// The TLS cipher of this session as the server sees it (empty without TLS).
+async fn session_cipher(conn: &mut MySqlConnection) -> Result<String, sqlx::Error> {
+    let row: Option<(String, String)> = sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|(_, v)| v).unwrap_or_default())
 }
 
 #[async_trait]
@@ -47,7 +94,8 @@ impl DbEngine for MysqlEngine {
     const DEFAULT_DATABASE: Option<&'static str> = None;
 
     async fn check_admin(&self, admin: &AdminLogin, at: &Endpoint) -> Result<(), DbError> {
-        let conn = connect(admin_options(admin, at)?, "").await?;
+        // The same refusal as before an ALTER, so that a run fails before a rotation begins.
+        let conn = self.admin_connection(admin, at).await?;
         let _ = conn.close().await;
         Ok(())
     }
@@ -66,7 +114,7 @@ impl DbEngine for MysqlEngine {
             quote_string(&self.account_host, "account_host")?,
             quote_string(secret, "password")?
         ));
-        let mut conn = connect(admin_options(admin, at)?, "").await?;
+        let mut conn = self.admin_connection(admin, at).await?;
         let result = tokio::time::timeout(
             STATEMENT_TIMEOUT,
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement.as_str())).execute(&mut conn),
@@ -97,16 +145,28 @@ impl DbEngine for MysqlEngine {
         if let Some(db) = at.database.as_deref().filter(|d| !d.is_empty()) {
             options = options.database(db);
         }
+        let options = db_tls::apply_mysql(options, &self.tls, &at.host);
         let conn = connect(options, password.expose_secret()).await?;
         let _ = conn.close().await;
         Ok(())
     }
 }
 
-fn admin_options(admin: &AdminLogin, at: &Endpoint) -> Result<MySqlConnectOptions, DbError> {
+/// The admin's connection: its `url`'s options if it has one (TLS parameters in it must agree
+/// with the job's, see [`db_tls`]), then host, port, user, password and database as resolved,
+/// then the job's TLS settings.
+fn admin_options(
+    admin: &AdminLogin,
+    at: &Endpoint,
+    tls: &DbTls,
+) -> Result<MySqlConnectOptions, DbError> {
     let base = match &admin.url {
-        Some(url) => MySqlConnectOptions::from_str(url.expose_secret())
-            .map_err(|_| DbError::Setup("the admin secret's `url` is not a MySQL URL".into()))?,
+        Some(url) => {
+            db_tls::check_url_agrees(UrlDialect::Mysql, url.expose_secret(), tls, &at.host)
+                .map_err(DbError::Setup)?;
+            MySqlConnectOptions::from_str(url.expose_secret())
+                .map_err(|_| DbError::Setup("the admin secret's `url` is not a MySQL URL".into()))?
+        }
         None => MySqlConnectOptions::new(),
     };
     let mut options = base.host(&at.host).port(at.port).username(&admin.username);
@@ -116,7 +176,7 @@ fn admin_options(admin: &AdminLogin, at: &Endpoint) -> Result<MySqlConnectOption
     if let Some(db) = admin.database.as_deref().filter(|d| !d.is_empty()) {
         options = options.database(db);
     }
-    Ok(options)
+    Ok(db_tls::apply_mysql(options, tls, &at.host))
 }
 
 async fn connect(options: MySqlConnectOptions, secret: &str) -> Result<MySqlConnection, DbError> {
@@ -155,7 +215,10 @@ fn classify(e: &sqlx::Error, at_login: bool, secret: &str) -> DbError {
             }
         }
         sqlx::Error::Configuration(_) => DbError::Setup(scrub(&e.to_string(), secret)),
-        _ => DbError::Unreachable(scrub(&e.to_string(), secret)),
+        _ => DbError::Unreachable(scrub(
+            &db_tls::tls_failure(e).unwrap_or_else(|| e.to_string()),
+            secret,
+        )),
     }
 }
 

@@ -5,7 +5,10 @@
 //! verifier computed here (random salt, 4096 iterations, as libpq's `PQencryptPasswordConn`
 //! does), which the server stores as it is — so neither its statement log nor
 //! `pg_stat_statements` can show the password. PostgreSQL 10 or newer. Statement logging by sqlx
-//! is off on these connections; the role name is quoted as an identifier.
+//! is off on these connections; the role name is quoted as an identifier. The admin connection
+//! and the test login both use the job's TLS settings ([`crate::db_tls`]), so the admin
+//! password and the new one (sent at login when the server asks for it in clear) go only to a
+//! server whose certificate checked out (by default off loopback).
 
 use std::str::FromStr;
 
@@ -20,6 +23,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use zeroize::Zeroizing;
 
+use crate::db_tls::{self, DbTls, UrlDialect};
+
 use super::database::{
     AdminLogin, CONNECT_TIMEOUT, DatabaseRotator, DbEngine, DbError, Endpoint, STATEMENT_TIMEOUT,
     scrub,
@@ -33,7 +38,16 @@ const SCRAM_ITERATIONS: u32 = 4096;
 
 /// PostgreSQL, through sqlx.
 #[derive(Debug, Default)]
-pub struct PostgresEngine;
+pub struct PostgresEngine {
+    /// The job's TLS settings, for the admin connection and the test login alike.
+    pub tls: DbTls,
+}
+
+impl PostgresEngine {
+    pub fn new(tls: DbTls) -> Self {
+        PostgresEngine { tls }
+    }
+}
 
 #[async_trait]
 impl DbEngine for PostgresEngine {
@@ -43,7 +57,7 @@ impl DbEngine for PostgresEngine {
     const DEFAULT_DATABASE: Option<&'static str> = Some("postgres");
 
     async fn check_admin(&self, admin: &AdminLogin, at: &Endpoint) -> Result<(), DbError> {
-        let conn = connect(admin_options(admin, at)?, "").await?;
+        let conn = connect(admin_options(admin, at, &self.tls)?, "").await?;
         let _ = conn.close().await;
         Ok(())
     }
@@ -61,7 +75,7 @@ impl DbEngine for PostgresEngine {
             quote_ident(user)?,
             quote_literal(&verifier)
         ));
-        let mut conn = connect(admin_options(admin, at)?, "").await?;
+        let mut conn = connect(admin_options(admin, at, &self.tls)?, "").await?;
         let result = tokio::time::timeout(
             STATEMENT_TIMEOUT,
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement.as_str())).execute(&mut conn),
@@ -93,19 +107,29 @@ impl DbEngine for PostgresEngine {
         if let Some(db) = &at.database {
             options = options.database(db);
         }
+        let options = db_tls::apply_pg(options, &self.tls, &at.host);
         let conn = connect(options, password.expose_secret()).await?;
         let _ = conn.close().await;
         Ok(())
     }
 }
 
-/// The admin's connection: its `url`'s options (TLS mode, …) if it has one, then host, port,
-/// user, password and database as resolved.
-fn admin_options(admin: &AdminLogin, at: &Endpoint) -> Result<PgConnectOptions, DbError> {
+/// The admin's connection: its `url`'s options if it has one (TLS parameters in it must agree
+/// with the job's, see [`db_tls`]), then host, port, user, password and database as resolved,
+/// then the job's TLS settings.
+fn admin_options(
+    admin: &AdminLogin,
+    at: &Endpoint,
+    tls: &DbTls,
+) -> Result<PgConnectOptions, DbError> {
     let base = match &admin.url {
-        Some(url) => PgConnectOptions::from_str(url.expose_secret()).map_err(|_| {
-            DbError::Setup("the admin secret's `url` is not a PostgreSQL URL".into())
-        })?,
+        Some(url) => {
+            db_tls::check_url_agrees(UrlDialect::Postgres, url.expose_secret(), tls, &at.host)
+                .map_err(DbError::Setup)?;
+            PgConnectOptions::from_str(url.expose_secret()).map_err(|_| {
+                DbError::Setup("the admin secret's `url` is not a PostgreSQL URL".into())
+            })?
+        }
         None => PgConnectOptions::new_without_pgpass(),
     };
     let mut options = base
@@ -119,7 +143,7 @@ fn admin_options(admin: &AdminLogin, at: &Endpoint) -> Result<PgConnectOptions, 
     if let Some(db) = admin.database.as_deref().or(at.database.as_deref()) {
         options = options.database(db);
     }
-    Ok(options)
+    Ok(db_tls::apply_pg(options, tls, &at.host))
 }
 
 async fn connect(options: PgConnectOptions, secret: &str) -> Result<PgConnection, DbError> {
@@ -151,7 +175,10 @@ fn classify(e: &sqlx::Error, at_login: bool, secret: &str) -> DbError {
             }
         }
         sqlx::Error::Configuration(_) => DbError::Setup(scrub(&e.to_string(), secret)),
-        _ => DbError::Unreachable(scrub(&e.to_string(), secret)),
+        _ => DbError::Unreachable(scrub(
+            &db_tls::tls_failure(e).unwrap_or_else(|| e.to_string()),
+            secret,
+        )),
     }
 }
 

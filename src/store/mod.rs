@@ -66,16 +66,26 @@ impl StoreError {
 }
 
 /// Opens the store named by `url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`,
-/// `postgresql://…`) and applies migrations.
+/// `postgresql://…`) and applies migrations. PostgreSQL's TLS comes from the URL's `sslmode`
+/// and the host alone (see [`open_with_tls`]).
 pub async fn open(
     url: &str,
     password: Option<&secrecy::SecretString>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    open_with_tls(url, password, &crate::config::DbTls::default()).await
+}
+
+/// As [`open`], with the `[state]` TLS settings for PostgreSQL.
+pub async fn open_with_tls(
+    url: &str,
+    password: Option<&secrecy::SecretString>,
+    tls: &crate::config::DbTls,
 ) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            postgres::PostgresStore::open(url, password).await?,
+            postgres::PostgresStore::open(url, password, tls).await?,
         ))
     } else {
         Err(StoreError::Url(format!(
@@ -92,11 +102,12 @@ pub async fn open(
 pub async fn open_exclusive(
     url: &str,
     password: Option<&secrecy::SecretString>,
+    tls: &crate::config::DbTls,
 ) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open_exclusive(url).await?))
     } else {
-        open(url, password).await
+        open_with_tls(url, password, tls).await
     }
 }
 

@@ -20,6 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::lease::PgLease;
 use super::queries::impl_store;
 use super::{StoreError, redact_url};
+use crate::config::db_tls::{DbTls, UrlDialect, url_tls};
 
 const MAX_CONNECTIONS: u32 = 5;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,16 +42,14 @@ impl fmt::Debug for PostgresStore {
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://` or `postgresql://`), with `password` if given (it wins
-    /// over one in the URL), and applies migrations.
-    pub async fn open(url: &str, password: Option<&SecretString>) -> Result<Self, StoreError> {
+    /// over one in the URL) and the `[state]` TLS settings `tls`, and applies migrations.
+    pub async fn open(
+        url: &str,
+        password: Option<&SecretString>,
+        tls: &DbTls,
+    ) -> Result<Self, StoreError> {
         let redacted = redact_url(url);
-        // Parse errors from sqlx never quote the URL, but say which one it was ourselves.
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?
-            .application_name("vault-steward");
-        if let Some(password) = password {
-            options = options.password(password.expose_secret());
-        }
+        let options = connect_options(url, password, tls)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -72,16 +71,12 @@ impl PostgresStore {
     pub async fn open_fenced(
         url: &str,
         password: Option<&SecretString>,
+        tls: &DbTls,
         fence: Arc<AtomicI64>,
         idle_timeout: Duration,
     ) -> Result<(Self, PgLease), StoreError> {
         let redacted = redact_url(url);
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?
-            .application_name("vault-steward");
-        if let Some(password) = password {
-            options = options.password(password.expose_secret());
-        }
+        let mut options = connect_options(url, password, tls)?;
         let idle = format!("{}ms", idle_timeout.as_millis().max(1000));
         options = options.options([("idle_in_transaction_session_timeout", idle.as_str())]);
         let (on_connect, on_acquire) = (fence.clone(), fence);
@@ -119,6 +114,35 @@ impl PostgresStore {
     }
 }
 
+/// The connection options of `url` with `password` and the TLS settings: `tls` (from `[state]`)
+/// completed by the URL's own `sslmode`, `sslrootcert`, …; with neither, `verify-full` unless the
+/// host is loopback or a Unix socket (M7 of the December 2026 review: sqlx's default, `prefer`,
+/// checks no certificate and hands the password to whoever answers).
+fn connect_options(
+    url: &str,
+    password: Option<&SecretString>,
+    tls: &DbTls,
+) -> Result<PgConnectOptions, StoreError> {
+    let redacted = redact_url(url);
+    // Parse errors from sqlx never quote the URL, but say which one it was ourselves.
+    let mut options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?
+        .application_name("vault-steward");
+    let tls = url_tls(UrlDialect::Postgres, url)
+        .and_then(|from_url| tls.completed_by(&from_url))
+        .map_err(|e| StoreError::Url(format!("`{redacted}`: {e}")))?;
+    let host = if options.get_socket().is_some() {
+        "localhost".to_string()
+    } else {
+        options.get_host().to_string()
+    };
+    options = crate::db_tls::apply_pg(options, &tls, &host);
+    if let Some(password) = password {
+        options = options.password(password.expose_secret());
+    }
+    Ok(options)
+}
+
 /// Puts the fencing token on a connection for the trigger of migration 0008 to check.
 async fn set_fence(conn: &mut sqlx::PgConnection, token: i64) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT set_config('vault_steward.fence', $1, false)")
@@ -134,3 +158,63 @@ impl_store!(
     claim_lock = "FOR UPDATE SKIP LOCKED",
     power_safe = ("", "")
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsMode;
+    use sqlx::postgres::PgSslMode;
+
+    fn mode(url: &str, tls: &DbTls) -> PgSslMode {
+        connect_options(url, None, tls).unwrap().get_ssl_mode()
+    }
+
+    /// M7: without `[state] tls`, the URL's `sslmode` decides, else verify-full off loopback.
+    #[test]
+    fn the_state_store_verifies_off_loopback_unless_told_otherwise() {
+        let none = DbTls::default();
+        assert!(matches!(
+            mode("postgres://steward@db.example.com/steward", &none),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode("postgres://steward@10.0.0.7:5433/steward", &none),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode("postgres://steward@127.0.0.1/steward", &none),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres://steward@localhost/steward", &none),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres:///steward?host=/var/run/postgresql", &none),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode(
+                "postgres://steward@db.example.com/steward?sslmode=require",
+                &none
+            ),
+            PgSslMode::Require
+        ));
+        let explicit = DbTls {
+            mode: Some(TlsMode::VerifyCa),
+            ..DbTls::default()
+        };
+        assert!(matches!(
+            mode("postgres://steward@localhost/steward", &explicit),
+            PgSslMode::VerifyCa
+        ));
+        let e = connect_options(
+            "postgres://steward@db.example.com/steward?sslmode=prefer",
+            None,
+            &explicit,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sslmode"), "{e}");
+    }
+}

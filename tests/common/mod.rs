@@ -61,6 +61,7 @@ pub mod mariadb;
 pub mod proxy;
 pub mod s3;
 pub mod sinks;
+pub mod tls;
 pub mod vault;
 
 /// Writes `content` to `dir/name` with mode 0600 (replacing it atomically if it exists).
