@@ -40,6 +40,9 @@ enum Answer {
     EchoRoutingKey,
 }
 
+/// Requests seen: (path, `X-Vault-Namespace` header).
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 #[derive(Clone)]
 struct HostileState {
     /// Real server to forward to (`None`: answer 404 to anything not in `answers`).
@@ -49,7 +52,7 @@ struct HostileState {
     /// Body bytes handed to the connection by the huge answers.
     streamed: Arc<AtomicU64>,
     /// Every request: (path, X-Vault-Namespace header).
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Seen,
     http: reqwest::Client,
 }
 

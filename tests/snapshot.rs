@@ -997,6 +997,59 @@ async fn restore_refuses_an_object_whose_sha256_is_not_the_recorded_one() {
     assert_eq!(data["password"], value.as_str());
 }
 
+/// Manifests are read up to 64 KiB only: a manifest padded far past that (still valid JSON) in
+/// the bucket is not read whole and counts as missing; the same manifest unpadded is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_manifest_in_the_bucket_counts_as_missing() {
+    let SnapJob {
+        client,
+        bucket,
+        cfg,
+        ..
+    } = snap_job(false).await;
+    let name = "vault-20260101-000000.snap.age";
+    s3::put(
+        &client,
+        &bucket,
+        &format!("vault/{name}"),
+        b"ciphertext".to_vec(),
+    )
+    .await;
+    let manifest = Manifest {
+        format: 1,
+        job: "snap".into(),
+        snapshot: name.into(),
+        taken_at: chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
+        vault_version: None,
+        raft_index: 7,
+        raft_term: 1,
+        state_size: 1,
+        plaintext_size: 1,
+        plaintext_sha256: "ab".repeat(32),
+        ciphertext_size: 10,
+        ciphertext_sha256: "cd".repeat(32),
+        recipients: Vec::new(),
+        producer: "test".into(),
+    };
+    let listed = |cfg: &DaemonConfig| {
+        let (status, stdout, stderr) = cfg.cli(&["backups", "list", "snap", "--json"]);
+        assert!(status.success(), "{stdout}\n{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        v.as_array().expect("array").clone()
+    };
+    let key = format!("vault/{name}.json");
+    s3::put(&client, &bucket, &key, manifest.to_json()).await;
+    let rows = listed(&cfg);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["manifest"]["raft_index"], 7);
+    let mut padded = manifest.to_json();
+    padded.resize(32 << 20, b' ');
+    s3::put(&client, &bucket, &key, padded).await;
+    let rows = listed(&cfg);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0]["manifest"].is_null(), "{rows:?}");
+}
+
 // ---- Done when 3 -----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]

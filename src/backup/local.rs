@@ -322,4 +322,38 @@ mod tests {
         dest.delete(name).unwrap();
         assert!(dest.list().unwrap().snapshots.is_empty());
     }
+
+    #[test]
+    fn a_manifest_over_the_size_limit_is_not_read_and_counts_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = LocalDestination::new(dir.path());
+        let name = "vault-20261128-070509.snap.age";
+        let manifest = Manifest {
+            format: manifest::FORMAT,
+            job: "snap".into(),
+            snapshot: name.into(),
+            taken_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            vault_version: None,
+            raft_index: 1,
+            raft_term: 1,
+            state_size: 1,
+            plaintext_size: 1,
+            plaintext_sha256: "ab".repeat(32),
+            ciphertext_size: 1,
+            ciphertext_sha256: "cd".repeat(32),
+            recipients: Vec::new(),
+            producer: "test".into(),
+        };
+        let path = dir.path().join(manifest_name(name));
+        fs::write(&path, manifest.to_json()).unwrap();
+        assert_eq!(
+            dest.read_manifest(&manifest_name(name)).unwrap(),
+            Some(manifest.clone())
+        );
+        // The same manifest padded to 8 MiB with whitespace (still valid JSON): refused by size.
+        let mut padded = manifest.to_json();
+        padded.resize(8 << 20, b' ');
+        fs::write(&path, padded).unwrap();
+        assert_eq!(dest.read_manifest(&manifest_name(name)).unwrap(), None);
+    }
 }
