@@ -744,7 +744,9 @@ impl Runner<'_> {
                     password_alphabet:
                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~".into(),
                     pending_path: None,
+                    pending_path_location: None,
                     account_host: None,
+                    tls: Default::default(),
                 };
                 Arc::new(DatabaseRotator::new(&self.job, config, SimDb(port.clone())))
             }

@@ -356,7 +356,13 @@ impl World {
     ) -> Result<KvWrite, VaultError> {
         let plain: BTreeMap<String, String> = data
             .iter()
-            .map(|(k, v)| (k.clone(), v.expose_secret().to_string()))
+            .map(|(k, v)| {
+                let text = match v.as_secret() {
+                    Some(secret) => secret.expose_secret().to_string(),
+                    None => v.to_json().to_string(),
+                };
+                (k.clone(), text)
+            })
             .collect();
         if path == self.pending && self.kind == Kind::Database {
             let current = self.kv.current(path).map(|(v, _)| v).unwrap_or(0);
