@@ -634,7 +634,7 @@ async fn run_seed(bench: &Bench, kind: Kind, seed: u64, trace: bool) -> SeedResu
         shared: shared.clone(),
         tasks: BTreeMap::new(),
         next_id: 0,
-        real_store: seed % 10 == 0,
+        real_store: seed.is_multiple_of(10),
         steps: 0,
     };
     runner.schedule(&mut rng).await;
