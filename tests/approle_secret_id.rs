@@ -330,11 +330,13 @@ async fn killed_after_issuing_the_restart_destroys_the_orphan_and_rotates() {
 
     let mut d = cfg.start(&[]);
     d.ready().await;
+    // Version 1 is the fence (an empty version: nothing was there), written before the orphan
+    // is destroyed so that the crashed rotation's write could no longer land; 2 is the rotation.
     wait_until(Duration::from_secs(15), "the resumed rotation", || async {
-        vault.current_version(&path).await == 1
+        vault.current_version(&path).await == 2
     })
     .await;
-    let stored = creds(&vault, &path, 1).await;
+    let stored = creds(&vault, &path, 2).await;
     assert_ne!(stored.accessor, orphan[0]);
     assert_eq!(
         accessors(&vault, &role).await,
