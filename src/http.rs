@@ -130,9 +130,13 @@ where
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => Some(r),
-        _ = tokio::time::sleep(MAX_CONNECTION_LIFETIME) => None,
+        // At the end of its lifetime or at shutdown: let a request in flight finish (and close
+        // an idle connection at once); anything slower than the grace is dropped.
+        _ = tokio::time::sleep(MAX_CONNECTION_LIFETIME) => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await.ok()
+        }
         _ = cancel.cancelled() => {
-            // Let a request in flight finish; anything slower is dropped.
             conn.as_mut().graceful_shutdown();
             tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await.ok()
         }
