@@ -226,7 +226,7 @@ impl ApproleSecretIdRotator {
 
     /// Rolls forward rotations a crash left open. Returns a note for the run's detail, and
     /// whether a rotation was given up (it was wanted, so this run rotates whatever KV's age).
-    async fn resume(&self, ctx: &JobContext) -> Result<Option<(String, bool)>, JobError> {
+    async fn roll_forward(&self, ctx: &JobContext) -> Result<Option<(String, bool)>, JobError> {
         let open = ctx.store.open_rotations(Some(&self.job)).await?;
         if open.is_empty() {
             return Ok(None);
@@ -418,12 +418,26 @@ impl Job for ApproleSecretIdRotator {
         Ok(self.inspection(current.as_ref()))
     }
 
+    /// At start (and on taking over leadership) an interrupted rotation is rolled forward at
+    /// once, whatever the schedule: a secret-id issued but never stored must not stay valid
+    /// until the job is next due, and one given up was wanted, so the job rotates now.
+    async fn resume(&self, ctx: &JobContext) -> Result<Option<RunReport>, JobError> {
+        if ctx.store.open_rotations(Some(&self.job)).await?.is_empty() {
+            return Ok(None);
+        }
+        let req = RunRequest {
+            force: false,
+            dry_run: false,
+        };
+        self.run(ctx, req).await.map(Some)
+    }
+
     async fn run(&self, ctx: &JobContext, req: RunRequest) -> Result<RunReport, JobError> {
         let path = self.config.path.as_str();
         let (resumed, interrupted) = if req.dry_run {
             (None, false)
         } else {
-            match self.resume(ctx).await? {
+            match self.roll_forward(ctx).await? {
                 Some((note, abandoned)) => (Some(note), abandoned),
                 None => (None, false),
             }
