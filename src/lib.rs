@@ -32,6 +32,8 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod rotate;
+#[cfg(test)]
+mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

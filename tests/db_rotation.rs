@@ -815,9 +815,9 @@ async fn failed_test_login_puts_the_current_password_back() {
             assert!(error.contains("abandoned"), "{error}");
             let (v, user, pw) = s.current().await;
             assert_eq!((&user, &pw), (&user0, &pw0), "KV's credential untouched");
-            // Putting the password back fences the consumers' secret first (issue 13 item 4):
-            // the same data again, one version up.
-            assert!(v <= v0 + 1, "KV version {v}, was {v0}");
+            // Before putting the password back, KV is rewritten unchanged with check-and-set (a
+            // fence), so that a commit of the abandoned rotation still in flight cannot land.
+            assert_eq!(v, v0 + 1, "one fence version");
             assert_logs_in(engine, &user0, &pw0, "the consumers' password, put back").await;
             assert!(!s.pending_exists().await);
             assert_eq!(s.open_rotations().await, 0);

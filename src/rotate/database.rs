@@ -404,16 +404,19 @@ impl<E: DbEngine> DatabaseRotator<E> {
         ctx: &JobContext,
         rotation: &Rotation<Detail>,
     ) -> Result<(), JobError> {
-        if self.read_pending(ctx, rotation).await?.is_some() {
-            return Ok(());
-        }
         let path = rotation.detail.pending_path.as_str();
+        // The version is read before looking for this rotation's password, so that the write
+        // below cannot replace one that another instance (a deposed leader, or one whose answer
+        // was lost) wrote meanwhile and may already have set on the role.
         let cas = ctx
             .kv
             .kv_metadata(path)
             .await?
             .map(|m| m.current_version)
             .unwrap_or(0);
+        if self.read_pending(ctx, rotation).await?.is_some() {
+            return Ok(());
+        }
         let password =
             generate_password(self.config.password_length, &self.config.password_alphabet)
                 .map_err(JobError::Transient)?;
@@ -422,8 +425,13 @@ impl<E: DbEngine> DatabaseRotator<E> {
         data.insert("username".into(), rotation.detail.target.clone().into());
         data.insert("rotation".into(), rotation.id.to_string().into());
         data.insert("job".into(), self.job.clone().into());
-        ctx.kv.kv_write(path, &data, cas).await?;
-        Ok(())
+        match ctx.kv.kv_write(path, &data, cas).await {
+            Ok(_) => Ok(()),
+            Err(VaultError::CasMismatch { .. }) => Err(JobError::Transient(format!(
+                "{path} was written meanwhile (by another instance?); trying again"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Step `commit`: the consumers' secret, with check-and-set on the version read when the
