@@ -560,7 +560,11 @@ async fn an_interrupted_rotation_is_rolled_forward_when_the_daemon_starts_even_i
         .filter(|a| !rotated.contains(a))
         .cloned()
         .collect();
-    assert_eq!(unused.len(), 1, "one unused secret-id: {issued:?} after {rotated:?}");
+    assert_eq!(
+        unused.len(),
+        1,
+        "one unused secret-id: {issued:?} after {rotated:?}"
+    );
     let store = vault_steward::store::open(&format!("sqlite://{}", cfg.state_db().display()), None)
         .await
         .unwrap();

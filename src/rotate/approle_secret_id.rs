@@ -446,11 +446,21 @@ impl Job for ApproleSecretIdRotator {
         let now = Utc::now();
         // Not due while the secret is young and holds a secret-id; a rotation that a crash
         // interrupted was due (or forced), and a fence may have left a version without one.
+        // The secret-id's age, not the version's: a fence repeats it (see `credential_since`).
+        let young = match &current {
+            Some(cur)
+                if !req.force
+                    && !interrupted
+                    && cur.data.contains_key(SECRET_ID)
+                    && cur.created_time + self.config.every.as_chrono() > now =>
+            {
+                let since = super::credential_since(ctx, path, cur, &[SECRET_ID]).await?;
+                since + self.config.every.as_chrono() > now
+            }
+            _ => false,
+        };
         if let Some(cur) = &current
-            && !req.force
-            && !interrupted
-            && cur.data.contains_key(SECRET_ID)
-            && cur.created_time + self.config.every.as_chrono() > now
+            && young
         {
             let mut detail = format!(
                 "version {} is younger than {}; not due",

@@ -993,14 +993,27 @@ impl<E: DbEngine> Job for DatabaseRotator<E> {
         }
         let path = self.config.path.as_str();
         let current = ctx.kv.kv_read(path).await?;
+        // The credential's age, not the version's: a fence (written before an abandoned
+        // rotation put the old password back) repeats the credential and must not postpone the
+        // retry by a whole `every`.
+        let young = match &current {
+            Some(cur)
+                if !req.force && cur.created_time + self.config.every.as_chrono() > Utc::now() =>
+            {
+                let since =
+                    super::credential_since(ctx, &self.config.path, cur, &["username", "password"])
+                        .await?;
+                since + self.config.every.as_chrono() > Utc::now()
+            }
+            _ => false,
+        };
         if let Some(cur) = &current
-            && !req.force
-            && cur.created_time + self.config.every.as_chrono() > Utc::now()
+            && young
         {
             return Ok(RunReport {
                 work: Work::Nothing,
                 detail: format!(
-                    "version {} is younger than {}; not due",
+                    "the credential in version {} is younger than {}; not due",
                     cur.version, self.config.every
                 ),
                 inspection: self.inspection(current.as_ref(), None),

@@ -97,6 +97,44 @@ pub async fn cas_version(
     })
 }
 
+/// How many versions back [`credential_since`] looks.
+const CREDENTIAL_LOOKBACK: u64 = 10;
+
+/// When the credential in `current` (its `fields`) was first written: the `created_time` of the
+/// oldest version in the unbroken run of versions, ending at `current`, that hold the same
+/// values in `fields`. A version that repeats the credential — the fence written before a
+/// destructive recovery step, or a hand edit of other fields — does not make it younger, so a
+/// rotation that was given up after fencing stays due and is retried, instead of waiting a whole
+/// `every`. Looks at most [`CREDENTIAL_LOOKBACK`] versions back; a version that cannot be read
+/// (deleted, destroyed, trimmed by `max_versions`) ends the run.
+pub async fn credential_since(
+    ctx: &JobContext,
+    path: &str,
+    current: &KvSecret,
+    fields: &[&str],
+) -> Result<chrono::DateTime<chrono::Utc>, JobError> {
+    use secrecy::ExposeSecret;
+    let same = |a: &KvSecret, b: &KvSecret| {
+        fields.iter().all(|f| match (a.data.get(f), b.data.get(f)) {
+            (Some(x), Some(y)) => x.expose_secret() == y.expose_secret(),
+            (None, None) => true,
+            _ => false,
+        })
+    };
+    let mut since = current.created_time;
+    let mut version = current.version;
+    while version > 1 && current.version - version < CREDENTIAL_LOOKBACK {
+        match ctx.kv.kv_read_version(path, version - 1).await? {
+            Some(previous) if same(&previous, current) => {
+                since = previous.created_time;
+                version -= 1;
+            }
+            _ => break,
+        }
+    }
+    Ok(since)
+}
+
 /// Proves with `sys/capabilities-self`, writing nothing, that the session's token may do
 /// `needs` (API path → capabilities such as `update`): a permanent error naming the first path
 /// and capability the policy denies.

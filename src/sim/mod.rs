@@ -259,6 +259,22 @@ impl KvApi for Port {
         .await
     }
 
+    async fn kv_read_version(
+        &self,
+        path: &str,
+        version: u64,
+    ) -> Result<Option<KvSecret>, VaultError> {
+        let what = || format!("kv read {path} version {version}");
+        self.call(
+            OpKind::Read,
+            what,
+            || unreachable(path),
+            || denied(path),
+            |w| Ok(w.kv.read_version(path, version)),
+        )
+        .await
+    }
+
     async fn kv_metadata(&self, path: &str) -> Result<Option<KvMetadata>, VaultError> {
         let what = || format!("kv metadata {path}");
         self.call(

@@ -45,8 +45,13 @@ impl Kv {
     }
 
     pub(super) fn read(&self, path: &str) -> Option<KvSecret> {
+        let current = self.entries.get(path)?.current;
+        self.read_version(path, current)
+    }
+
+    pub(super) fn read_version(&self, path: &str, number: u64) -> Option<KvSecret> {
         let entry = self.entries.get(path)?;
-        let version = entry.versions.get(&entry.current)?;
+        let version = entry.versions.get(&number)?;
         if version.deleted {
             return None;
         }
@@ -56,7 +61,7 @@ impl Kv {
                 .iter()
                 .map(|(k, v)| (k.clone(), SecretString::from(v.as_str())))
                 .collect(),
-            version: entry.current,
+            version: number,
             created_time: version.created,
             custom_metadata: Some(entry.custom.clone()),
         })

@@ -18,6 +18,12 @@ use super::{KvCapabilities, KvData, KvMetadata, KvSecret, KvWrite, VaultError, V
 pub trait KvApi: Send + Sync {
     /// The current version; `None` if absent, soft-deleted or destroyed.
     async fn kv_read(&self, path: &str) -> Result<Option<KvSecret>, VaultError>;
+    /// Version `version`; `None` if absent, soft-deleted or destroyed.
+    async fn kv_read_version(
+        &self,
+        path: &str,
+        version: u64,
+    ) -> Result<Option<KvSecret>, VaultError>;
     /// The metadata; `None` if no secret exists there.
     async fn kv_metadata(&self, path: &str) -> Result<Option<KvMetadata>, VaultError>;
     /// A new version with check-and-set (`cas = 0`: only if nothing exists).
@@ -86,6 +92,14 @@ pub trait AppRoleApi: Send + Sync {
 impl KvApi for VaultSession {
     async fn kv_read(&self, path: &str) -> Result<Option<KvSecret>, VaultError> {
         VaultSession::kv_read(self, path).await
+    }
+
+    async fn kv_read_version(
+        &self,
+        path: &str,
+        version: u64,
+    ) -> Result<Option<KvSecret>, VaultError> {
+        VaultSession::kv_read_version(self, path, version).await
     }
 
     async fn kv_metadata(&self, path: &str) -> Result<Option<KvMetadata>, VaultError> {
