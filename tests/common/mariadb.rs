@@ -36,9 +36,13 @@ impl PrivateMariadb {
     pub async fn start(extra: &[&str]) -> PrivateMariadb {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
+        // Its own tmpdir, as in `tls.rs`: bootstraps side by side in /tmp can collide.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("tmpdir");
         let install = Command::new(INSTALL_DB)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args([
                 "--user=root",
                 "--auth-root-authentication-method=normal",
@@ -58,6 +62,7 @@ impl PrivateMariadb {
         let child = Command::new(MARIADBD)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!("--log-error={}", log.display()))

@@ -296,10 +296,15 @@ impl PrivateMaria {
             .tempdir()
             .expect("tempdir");
         let data = dir.path().join("data");
+        // Its own tmpdir: bootstraps running side by side in /tmp have been seen to lose each
+        // other's temporary tables ("Could not remove temporary table … Unknown table").
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("tmpdir");
         run(
             Command::new("mariadb-install-db")
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .args([
                     "--user=root",
                     "--auth-root-authentication-method=normal",
@@ -324,6 +329,7 @@ impl PrivateMaria {
         let child = Command::new("/usr/sbin/mariadbd")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!(
                 "--socket={}",
                 dir.path().join("mysqld.sock").display()
