@@ -1,19 +1,18 @@
 //! Private database servers that speak TLS, for the database TLS tests: a CA the test makes
 //! (with the `openssl` CLI), a PostgreSQL cluster (initdb with scram-sha-256 on TCP, `ssl = on`,
-//! TLS-only `hostssl` lines) and a MariaDB instance (mariadb-install-db + mariadbd with
-//! `--ssl-*`), each in a temp directory of its own on a free loopback port and stopped when
-//! dropped. The shared testbed servers are never touched: their TLS settings are global.
+//! TLS-only `hostssl` lines) and a MariaDB instance ([`PrivateMariadb`] with `--ssl-*`), each
+//! in a temp directory of its own on a free loopback port and stopped when dropped. The shared testbed servers are never touched: their TLS settings are global.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use sqlx::Connection;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 
 use super::daemon::free_port;
-use super::wait_until;
+use super::db::Engine;
+use super::mariadb::PrivateMariadb;
 
 fn run(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -277,10 +276,12 @@ impl Drop for PrivatePg {
 
 /// A private MariaDB instance serving TLS with a certificate of `ca` (or no TLS at all); `root`
 /// (no password) logs in over the socket in the temp directory.
+/// A [`PrivateMariadb`] serving TLS with a certificate the test CA signs, or no TLS at all.
 pub struct PrivateMaria {
-    dir: tempfile::TempDir,
+    /// The server's certificate and key (they outlive the server's start).
+    _certs: tempfile::TempDir,
+    server: PrivateMariadb,
     pub port: u16,
-    child: Child,
 }
 
 impl PrivateMaria {
@@ -291,103 +292,35 @@ impl PrivateMaria {
     /// `ca`: serve TLS with a certificate it signs; `None`: no TLS (MariaDB 10.11 makes no
     /// certificate of its own).
     pub async fn start_with(ca: Option<&TestCa>) -> PrivateMaria {
-        let dir = tempfile::Builder::new()
+        let certs = tempfile::Builder::new()
             .prefix("vs-mytls-")
             .tempdir()
             .expect("tempdir");
-        let data = dir.path().join("data");
-        // Its own tmpdir: bootstraps running side by side in /tmp have been seen to lose each
-        // other's temporary tables ("Could not remove temporary table … Unknown table").
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&tmp).expect("tmpdir");
-        run(
-            Command::new("mariadb-install-db")
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", data.display()))
-                .arg(format!("--tmpdir={}", tmp.display()))
-                .args([
-                    "--user=root",
-                    "--auth-root-authentication-method=normal",
-                    "--skip-test-db",
-                ])
-                .stdout(Stdio::null()),
-            "mariadb-install-db",
-        );
-        let tls_args = match ca {
+        let mut extra = vec!["--skip-log-bin".to_string()];
+        match ca {
             Some(ca) => {
-                let (cert, key) = ca.issue_server(dir.path());
-                vec![
-                    format!("--ssl-cert={}", cert.display()),
-                    format!("--ssl-key={}", key.display()),
-                    format!("--ssl-ca={}", ca.cert.display()),
-                ]
+                let (cert, key) = ca.issue_server(certs.path());
+                extra.push(format!("--ssl-cert={}", cert.display()));
+                extra.push(format!("--ssl-key={}", key.display()));
+                extra.push(format!("--ssl-ca={}", ca.cert.display()));
             }
-            None => vec!["--skip-ssl".to_string()],
-        };
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("mariadbd.log")).expect("log file");
-        let child = Command::new("/usr/sbin/mariadbd")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--tmpdir={}", tmp.display()))
-            .arg(format!(
-                "--socket={}",
-                dir.path().join("mysqld.sock").display()
-            ))
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("mysqld.pid").display()
-            ))
-            .arg(format!("--port={port}"))
-            .args([
-                "--user=root",
-                "--bind-address=127.0.0.1",
-                "--skip-name-resolve",
-                "--skip-log-bin",
-                "--innodb-buffer-pool-size=16M",
-            ])
-            .args(&tls_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start mariadbd");
-        let maria = PrivateMaria { dir, port, child };
-        let socket = maria.socket();
-        wait_until(Duration::from_secs(60), "the private MariaDB", || {
-            let socket = socket.clone();
-            async move {
-                let o = MySqlConnectOptions::new().socket(&socket).username("root");
-                match MySqlConnection::connect_with(&o).await {
-                    Ok(c) => {
-                        let _ = c.close().await;
-                        true
-                    }
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
-        maria
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("mysqld.sock")
-    }
-
-    pub async fn exec(&self, statements: &[String]) {
-        let o = MySqlConnectOptions::new()
-            .socket(self.socket())
-            .username("root");
-        let mut c = MySqlConnection::connect_with(&o)
-            .await
-            .expect("root connection");
-        for s in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(s.as_str()))
-                .execute(&mut c)
-                .await
-                .unwrap_or_else(|e| panic!("{s}: {e}"));
+            None => extra.push("--skip-ssl".to_string()),
         }
-        let _ = c.close().await;
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let server = PrivateMariadb::start(&extra).await;
+        let port = server.port;
+        PrivateMaria {
+            _certs: certs,
+            server,
+            port,
+        }
+    }
+
+    /// Runs `statements` as root (over TCP: TLS when the server offers it, unverified).
+    pub async fn exec(&self, statements: &[String]) {
+        Engine::Mysql
+            .root_exec_on(&self.server.url(), statements)
+            .await;
     }
 
     /// A TLS login (VerifyIdentity against `ca`) as `user` over TCP to `host`; a plain one
@@ -415,13 +348,5 @@ impl PrivateMaria {
             }
             Err(e) => Err(e.to_string().replace(pw, "[pw]")),
         }
-    }
-}
-
-impl Drop for PrivateMaria {
-    fn drop(&mut self) {
-        // The child is ours (spawned above); its data is thrown away with the temp directory.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
